@@ -1,0 +1,11 @@
+//! tcpstack: a user-space TCP endpoint. See the README for the design.
+
+pub mod apps;
+pub mod endpoint;
+pub mod io;
+pub mod runtime;
+pub mod sim;
+pub mod tcp;
+pub mod wire;
+
+pub use wire::SeqNum;

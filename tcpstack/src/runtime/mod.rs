@@ -1,0 +1,1 @@
+//! The tokio driver and the user-facing API shaped like `tokio::net`.
