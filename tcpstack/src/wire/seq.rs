@@ -107,7 +107,10 @@ impl SubAssign<u32> for SeqNum {
 impl Sub<SeqNum> for SeqNum {
     type Output = u32;
     fn sub(self, rhs: SeqNum) -> u32 {
-        debug_assert!(self >= rhs, "sequence subtraction went negative: {self:?} - {rhs:?}");
+        debug_assert!(
+            self >= rhs,
+            "sequence subtraction went negative: {self:?} - {rhs:?}"
+        );
         self.0.wrapping_sub(rhs.0)
     }
 }
