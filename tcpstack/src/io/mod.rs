@@ -1,6 +1,8 @@
 //! Frames in and out: AF_XDP, an AF_PACKET raw-socket fallback, and an in-memory link for tests.
 //! Knows Ethernet and MAC addresses, never TCP semantics.
 
+pub mod memory;
+
 use std::io;
 use std::task::{Context, Poll};
 
@@ -15,6 +17,9 @@ pub trait Backend: Send + 'static {
     ) -> Poll<io::Result<usize>>;
 
     /// Queues one frame for transmission. Frames may sit in a batch until [`Backend::flush`].
+    /// The runtime passes Ethernet frames of ethertype IPv4 with both MACs zeroed: the backend
+    /// writes its own source MAC and the destination MAC (the one the IPv4 destination last sent
+    /// from, or a resolved neighbour), so MACs stay in `io`.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
 
     /// Hands every queued frame to the link.

@@ -1,1 +1,470 @@
 //! The tokio driver and the user-facing API shaped like `tokio::net`.
+//!
+//! One [`Stack`] owns one [`Endpoint`] and one [`Backend`]. Its state sits behind a single
+//! mutex that user calls hold only to copy bytes into or out of a connection's buffers; a driver
+//! task does everything else: it feeds received frames to the endpoint, fires timers, transmits
+//! whatever the endpoint produced in one batch with one flush, and wakes the tasks waiting on a
+//! connection (read, write/connect) or a listener (accept). A user call that gave the endpoint
+//! something to send kicks the driver through its waker; kicks coalesce until the driver runs.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use tcpstack::runtime::{Stack, TcpListener, TcpStream};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let (a, b) = tcpstack::io::memory::pair();
+//! let server = Stack::builder().backend(a).address([198, 18, 0, 1].into()).build()?;
+//! let client = Stack::builder().backend(b).address([198, 18, 0, 2].into()).build()?;
+//! let listener = TcpListener::bind(&server, "198.18.0.1:7".parse().unwrap())?;
+//! let mut stream = TcpStream::connect(&client, "198.18.0.1:7".parse().unwrap()).await?;
+//! stream.write_all(b"hello").await?;
+//! let (mut accepted, _peer) = listener.accept().await?;
+//! let mut buf = [0u8; 5];
+//! accepted.read_exact(&mut buf).await?;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod listener;
+mod stream;
+
+pub use listener::TcpListener;
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, TcpStream};
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, EndpointEvent};
+use crate::io::Backend;
+use crate::tcp::{ConnectionError, Event};
+
+/// Counters kept by the driver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    pub frames_received: u64,
+    /// Received frames that were not IPv4 and never reached the endpoint.
+    pub frames_ignored: u64,
+    pub frames_sent: u64,
+    pub send_errors: u64,
+    /// Connections handed out by `accept`.
+    pub accepted: u64,
+    /// Active opens that reached ESTABLISHED.
+    pub connected: u64,
+    pub resets: u64,
+    pub timeouts: u64,
+}
+
+/// Builds a [`Stack`]; `backend` and `address` are required.
+pub struct StackBuilder {
+    backend: Option<Box<dyn Backend>>,
+    address: Option<Ipv4Addr>,
+    config: EndpointConfig,
+    seed: Option<u64>,
+}
+
+impl StackBuilder {
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Box::new(backend));
+        self
+    }
+
+    /// The IPv4 address the stack answers on.
+    pub fn address(mut self, address: Ipv4Addr) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    pub fn config(mut self, config: EndpointConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Seeds ISNs and everything random in the endpoint; random when not set.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts the driver task on the current tokio runtime.
+    pub fn build(self) -> io::Result<Stack> {
+        let backend = self.backend.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a stack needs a backend")
+        })?;
+        let address = self.address.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a stack needs an IPv4 address")
+        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("a stack must be built inside a tokio runtime"))?;
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let endpoint = Endpoint::new(self.config, address, seed, now());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(endpoint)),
+            address,
+        });
+        runtime.spawn(driver::Driver::new(shared.clone(), backend));
+        Ok(Stack {
+            inner: Arc::new(StackInner { shared }),
+        })
+    }
+}
+
+/// A running TCP/IP stack on one backend. Cheap to clone; the driver stops when the last clone
+/// is dropped (connections still open are aborted with RST).
+#[derive(Clone)]
+pub struct Stack {
+    inner: Arc<StackInner>,
+}
+
+struct StackInner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for StackInner {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.stop = true;
+            state.driver_waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            backend: None,
+            address: None,
+            config: EndpointConfig::default(),
+            seed: None,
+        }
+    }
+
+    pub fn address(&self) -> Ipv4Addr {
+        self.inner.shared.address
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.inner.shared.lock().stats
+    }
+
+    /// Runs `f` on the endpoint under the stack's lock (for its counters, say). Keep it short:
+    /// every connection waits meanwhile.
+    pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> R {
+        f(&mut self.inner.shared.lock().endpoint)
+    }
+
+    /// Connections that user code still holds or that are still closing.
+    pub fn open_connections(&self) -> usize {
+        self.inner.shared.lock().conns.len()
+    }
+
+    /// Graceful shutdown: starts closing every connection (FIN after the buffered data), waits
+    /// up to `grace` for them to finish, aborts what is left with RST, and stops the driver
+    /// once those segments are sent.
+    pub async fn shutdown(self, grace: Duration) {
+        let shared = self.inner.shared.clone();
+        {
+            let mut state = shared.lock();
+            let State {
+                endpoint, conns, ..
+            } = &mut *state;
+            for handle in conns.keys() {
+                if let Some(conn) = endpoint.connection_mut(*handle) {
+                    conn.close();
+                }
+            }
+        }
+        shared.kick();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let open = {
+                let mut state = shared.lock();
+                let State {
+                    endpoint, conns, ..
+                } = &mut *state;
+                conns
+                    .keys()
+                    .filter(|h| {
+                        endpoint
+                            .connection_mut(**h)
+                            .is_some_and(|c| !is_finished(c.state()))
+                    })
+                    .count()
+            };
+            if open == 0
+                || tokio::time::Instant::now() >= deadline
+                || shared.lock().failed.is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let done = {
+            let mut state = shared.lock();
+            state.stop = true;
+            state.stopped.clone()
+        };
+        shared.kick_always();
+        drop(self);
+        done.notified_or_done().await;
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("address", &self.address())
+            .finish()
+    }
+}
+
+/// True once a connection no longer needs its user: TIME-WAIT runs inside the endpoint.
+fn is_finished(state: crate::tcp::State) -> bool {
+    matches!(
+        state,
+        crate::tcp::State::TimeWait | crate::tcp::State::Closed
+    )
+}
+
+/// Signals that the driver has stopped; `notified_or_done` returns at once afterwards.
+#[derive(Clone, Default)]
+pub(crate) struct StopSignal {
+    inner: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
+}
+
+impl StopSignal {
+    fn set(&self) {
+        self.inner
+            .0
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.1.notify_waiters();
+    }
+
+    async fn notified_or_done(&self) {
+        let notified = self.inner.1.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.inner.0.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    address: Ipv4Addr,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Connection state is only changed through the endpoint's own methods, which leave it
+        // consistent between calls; a panicking user task cannot tear it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks the driver to run (to transmit what a user call queued), unless it already was.
+    pub(crate) fn kick(&self) {
+        let waker = self.lock().take_kick();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn kick_always(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.kicked = true;
+            state.driver_waker.clone()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// What the runtime keeps per connection next to the endpoint's TCB.
+#[derive(Default)]
+pub(crate) struct Slot {
+    read_waker: Option<Waker>,
+    /// Writers, and the task awaiting `connect`.
+    write_waker: Option<Waker>,
+    /// How many user objects (a stream, or its two halves) refer to the connection.
+    users: usize,
+    connected: bool,
+    /// Set once the endpoint reported a reset or a timeout.
+    error: Option<io::ErrorKind>,
+    /// The endpoint reported CLOSED: the TCB is gone.
+    closed: bool,
+    /// SO_LINGER: `Some(ZERO)` aborts on drop; `Some(d)` aborts if the close takes longer.
+    linger: Option<Duration>,
+}
+
+impl Slot {
+    fn wake_all(&mut self, wakers: &mut Vec<Waker>) {
+        wakers.extend(self.read_waker.take());
+        wakers.extend(self.write_waker.take());
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ListenerSlot {
+    wakers: Vec<Waker>,
+}
+
+pub(crate) struct State {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) conns: HashMap<ConnectionHandle, Slot>,
+    pub(crate) listeners: HashMap<SocketAddrV4, ListenerSlot>,
+    /// Connections whose user dropped them with a linger timeout: abort when it passes.
+    lingering: Vec<(Instant, ConnectionHandle)>,
+    driver_waker: Option<Waker>,
+    /// A kick is pending: the driver will run, no need to wake it again.
+    kicked: bool,
+    /// The last Stack handle is gone (or `shutdown` finished waiting): the driver exits.
+    stop: bool,
+    /// The driver is gone, with the reason every later call reports.
+    failed: Option<(io::ErrorKind, &'static str)>,
+    stopped: StopSignal,
+    stats: StackStats,
+}
+
+impl State {
+    fn new(endpoint: Endpoint) -> Self {
+        State {
+            endpoint,
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            lingering: Vec::new(),
+            driver_waker: None,
+            kicked: false,
+            stop: false,
+            failed: None,
+            stopped: StopSignal::default(),
+            stats: StackStats::default(),
+        }
+    }
+
+    fn take_kick(&mut self) -> Option<Waker> {
+        if self.kicked {
+            return None;
+        }
+        self.kicked = true;
+        self.driver_waker.clone()
+    }
+
+    pub(crate) fn check_alive(&self) -> io::Result<()> {
+        match self.failed {
+            Some((kind, why)) => Err(io::Error::new(kind, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Routes one endpoint event to the tasks waiting for it.
+    fn dispatch(&mut self, event: EndpointEvent, wakers: &mut Vec<Waker>) {
+        match event {
+            EndpointEvent::Incoming(addr) => {
+                if let Some(listener) = self.listeners.get_mut(&addr) {
+                    wakers.append(&mut listener.wakers);
+                }
+            }
+            EndpointEvent::Connection(handle, event) => {
+                let Some(slot) = self.conns.get_mut(&handle) else {
+                    return;
+                };
+                match event {
+                    Event::Connected => {
+                        slot.connected = true;
+                        slot.wake_all(wakers);
+                    }
+                    Event::Readable | Event::PeerClosed => wakers.extend(slot.read_waker.take()),
+                    Event::Writable => wakers.extend(slot.write_waker.take()),
+                    Event::Reset => {
+                        self.stats.resets += 1;
+                        slot.error.get_or_insert(if slot.connected {
+                            io::ErrorKind::ConnectionReset
+                        } else {
+                            io::ErrorKind::ConnectionRefused
+                        });
+                        slot.wake_all(wakers);
+                    }
+                    Event::TimedOut => {
+                        self.stats.timeouts += 1;
+                        slot.error.get_or_insert(io::ErrorKind::TimedOut);
+                        slot.wake_all(wakers);
+                    }
+                    Event::Closed => {
+                        slot.closed = true;
+                        slot.wake_all(wakers);
+                        if slot.users == 0 {
+                            self.conns.remove(&handle);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last user object of `handle` is gone: close (or abort, per linger) and let the
+    /// endpoint finish on its own.
+    pub(crate) fn release(&mut self, handle: ConnectionHandle, now: Instant) {
+        let Some(slot) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        slot.users = slot.users.saturating_sub(1);
+        if slot.users > 0 {
+            return;
+        }
+        let linger = slot.linger;
+        let closed = slot.closed;
+        match self.endpoint.connection_mut(handle) {
+            Some(conn) if !closed => match linger {
+                Some(timeout) if timeout.is_zero() => conn.abort(),
+                Some(timeout) => {
+                    conn.close();
+                    self.lingering.push((now + timeout, handle));
+                }
+                None => conn.close(),
+            },
+            _ => {
+                self.conns.remove(&handle);
+            }
+        }
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The `std::io` error for a failed connection call.
+pub(crate) fn io_error(error: ConnectionError) -> io::Error {
+    let kind = match error {
+        ConnectionError::Reset => io::ErrorKind::ConnectionReset,
+        ConnectionError::Refused => io::ErrorKind::ConnectionRefused,
+        ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+        ConnectionError::Closing => io::ErrorKind::BrokenPipe,
+        ConnectionError::NotConnected => io::ErrorKind::NotConnected,
+    };
+    io::Error::new(kind, error)
+}
+
+/// Replaces the waker in `slot` unless it would wake the same task.
+pub(crate) fn register(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(old) if old.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}

@@ -1,0 +1,250 @@
+//! The driver task: backend ⇄ endpoint, timers, wakeups.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use tokio::time::Sleep;
+
+use super::{is_finished, now, Shared, State};
+use crate::io::Backend;
+use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4};
+
+/// Passes through the loop before the driver yields to other tasks even if work remains.
+const BUDGET: usize = 32;
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    backend: Box<dyn Backend>,
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Option<Instant>,
+    /// The endpoint's next packet, and the frame it is wrapped into.
+    packet: Vec<u8>,
+    frame: Vec<u8>,
+    wakers: Vec<Waker>,
+    finished: bool,
+}
+
+impl Driver {
+    pub(super) fn new(shared: Arc<Shared>, backend: Box<dyn Backend>) -> Self {
+        let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + 65536);
+        frame.resize(ETHERNET_HEADER_LEN, 0);
+        frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        Driver {
+            shared,
+            backend,
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            timer_deadline: None,
+            packet: Vec::with_capacity(65536),
+            frame,
+            wakers: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// Everything the endpoint wants to send, as one batch with one flush.
+    fn transmit(&mut self, state: &mut State, now: Instant) {
+        let mut sent = 0u64;
+        while state.endpoint.poll_transmit(now, &mut self.packet) {
+            self.frame.truncate(ETHERNET_HEADER_LEN);
+            self.frame.extend_from_slice(&self.packet);
+            match self.backend.send(&self.frame) {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    state.stats.send_errors += 1;
+                    tracing::debug!(%error, "backend refused a frame");
+                }
+            }
+        }
+        if sent > 0 {
+            state.stats.frames_sent += sent;
+            if let Err(error) = self.backend.flush() {
+                state.stats.send_errors += 1;
+                tracing::warn!(%error, "backend flush failed");
+            }
+        }
+    }
+
+    /// Aborts what is still open, sends the RSTs and tells every waiting task.
+    fn stop(&mut self, state: &mut State, failure: (io::ErrorKind, &'static str)) {
+        let now = now();
+        let handles: Vec<_> = state.conns.keys().copied().collect();
+        for handle in handles {
+            if let Some(conn) = state.endpoint.connection_mut(handle) {
+                if !is_finished(conn.state()) {
+                    conn.abort();
+                }
+            }
+        }
+        self.transmit(state, now);
+        self.fail(state, failure);
+    }
+
+    fn fail(&mut self, state: &mut State, failure: (io::ErrorKind, &'static str)) {
+        state.failed.get_or_insert(failure);
+        for slot in state.conns.values_mut() {
+            slot.wake_all(&mut self.wakers);
+        }
+        for listener in state.listeners.values_mut() {
+            self.wakers.append(&mut listener.wakers);
+        }
+        state.stopped.set();
+        self.finished = true;
+    }
+
+    fn wake_collected(&mut self) {
+        for waker in self.wakers.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// The IPv4 packet inside an Ethernet frame, if it is one.
+fn ipv4_payload(frame: &[u8]) -> Option<&[u8]> {
+    let ethertype = frame.get(12..14)?;
+    (ethertype == ETHERTYPE_IPV4.to_be_bytes()).then(|| &frame[ETHERNET_HEADER_LEN..])
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..BUDGET {
+            let shared = this.shared.clone();
+            let mut guard = shared.lock();
+            let state = &mut *guard;
+            if state.stop {
+                this.stop(
+                    state,
+                    (
+                        io::ErrorKind::NotConnected,
+                        "the tcpstack stack was shut down",
+                    ),
+                );
+                drop(guard);
+                this.wake_collected();
+                return Poll::Ready(());
+            }
+            super::register(&mut state.driver_waker, cx.waker());
+            state.kicked = false;
+            let now = now();
+
+            let mut received = 0usize;
+            let mut ignored = 0u64;
+            let endpoint = &mut state.endpoint;
+            let polled = this
+                .backend
+                .poll_recv(cx, &mut |frame| match ipv4_payload(frame) {
+                    Some(packet) => endpoint.handle_packet(packet, now),
+                    None => ignored += 1,
+                });
+            match polled {
+                Poll::Ready(Ok(count)) => received = count,
+                Poll::Ready(Err(error)) => {
+                    tracing::error!(%error, "backend receive failed; stopping the stack");
+                    this.stop(
+                        state,
+                        (io::ErrorKind::BrokenPipe, "the tcpstack link failed"),
+                    );
+                    drop(guard);
+                    this.wake_collected();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+            state.stats.frames_received += received as u64;
+            state.stats.frames_ignored += ignored;
+
+            if state.endpoint.poll_timeout().is_some_and(|at| at <= now) {
+                state.endpoint.handle_timeout(now);
+            }
+            expire_lingering(state, now);
+
+            this.transmit(state, now);
+            while let Some(event) = state.endpoint.poll_event() {
+                state.dispatch(event, &mut this.wakers);
+            }
+
+            let next_deadline = [
+                state.endpoint.poll_timeout(),
+                state.lingering.iter().map(|(at, _)| *at).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            drop(guard);
+            this.wake_collected();
+
+            if received > 0 {
+                continue;
+            }
+            if let Some(deadline) = next_deadline {
+                if this.timer_deadline != Some(deadline) {
+                    this.timer.as_mut().reset(deadline.into());
+                    this.timer_deadline = Some(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    this.timer_deadline = None;
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The task was cancelled (its runtime shut down) or a panic unwound through it.
+        let shared = self.shared.clone();
+        let mut guard = shared.lock();
+        self.fail(
+            &mut guard,
+            (
+                io::ErrorKind::BrokenPipe,
+                "the tcpstack driver task stopped",
+            ),
+        );
+        drop(guard);
+        self.wake_collected();
+    }
+}
+
+/// Aborts connections dropped with a linger timeout that have not finished closing in time.
+fn expire_lingering(state: &mut State, now: Instant) {
+    if state.lingering.is_empty() {
+        return;
+    }
+    let State {
+        endpoint,
+        conns,
+        lingering,
+        ..
+    } = state;
+    lingering.retain(|&(deadline, handle)| {
+        let Some(conn) = conns
+            .get(&handle)
+            .filter(|slot| !slot.closed)
+            .and_then(|_| endpoint.connection_mut(handle))
+        else {
+            return false;
+        };
+        if is_finished(conn.state()) {
+            return false;
+        }
+        if deadline <= now {
+            conn.abort();
+            return false;
+        }
+        true
+    });
+}
