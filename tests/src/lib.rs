@@ -1,1 +1,1209 @@
-//! Helpers for integration tests that run the kernel's TCP against tcpstack in network namespaces.
+//! The namespace lab: helpers for integration tests that run the kernel's TCP against tcpstack.
+//!
+//! A [`Lab`] is two network namespaces joined by a veth pair. Namespace A hosts tcpstack (started
+//! with [`Lab::serve`] or [`Lab::tcpstack`]); namespace B hosts the peer, which is the kernel's own
+//! TCP: either stock tools run with [`Lab::exec_in`]/[`Lab::spawn_in`], or std sockets created
+//! inside B by [`in_netns`] (a socket stays in the namespace it was created in, whichever thread
+//! uses it afterwards).
+//!
+//! Everything a lab creates lives inside its two namespaces: the veth pair, addresses, iptables
+//! rules (tcpstack's own in A, the loss rules in B), XDP programs attached to A's veth. Dropping the
+//! [`Lab`] kills every process in both namespaces and deletes them, which removes all of that; it
+//! never panics, so a failing test still cleans up. [`sweep`] removes what a killed test run left.
+//!
+//! Names: `tcps-<pid>-<n>-a`/`-b` for test labs (unique per process and lab), addresses
+//! `198.19.<k>.1/24` (tcpstack) and `198.19.<k>.2/24` (peer), with a distinct `k` per lab.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// The reason every root-only test carries in its `#[ignore]`.
+pub const IGNORE_REASON: &str = "needs root and network namespaces: run cargo xtask test";
+
+/// Every namespace this harness (and `cargo xtask lab`) creates starts with this.
+pub const NAMESPACE_PREFIX: &str = "tcps-";
+
+/// How long [`Lab::serve`] waits for tcpstack's `listening on` line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which tcpstack backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// XDP steering into AF_XDP sockets.
+    Xdp,
+    /// The AF_PACKET fallback, with an iptables rule dropping the kernel's own RSTs.
+    Raw,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Xdp, Backend::Raw];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Xdp => "xdp",
+            Backend::Raw => "raw",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names and addresses of a lab. [`LabSpec::unique`] for tests, [`LabSpec::demo`] for `cargo xtask`.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub ns_a: String,
+    pub ns_b: String,
+    pub if_a: String,
+    pub if_b: String,
+    pub addr_a: Ipv4Addr,
+    pub addr_b: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl LabSpec {
+    /// The fixed lab of `cargo xtask run` and `cargo xtask lab up`.
+    pub fn demo() -> LabSpec {
+        LabSpec {
+            ns_a: "tcps-lab-a".into(),
+            ns_b: "tcps-lab-b".into(),
+            if_a: "veth-a".into(),
+            if_b: "veth-b".into(),
+            addr_a: Ipv4Addr::new(198, 18, 0, 1),
+            addr_b: Ipv4Addr::new(198, 18, 0, 2),
+            prefix_len: 24,
+        }
+    }
+
+    /// Names no other lab of this or any other live process uses, and a /24 of 198.19.0.0/16
+    /// that differs from the labs around it (the namespaces isolate them anyway; distinct
+    /// addresses keep captures and error messages unambiguous).
+    pub fn unique() -> LabSpec {
+        let pid = std::process::id();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let subnet = (pid.wrapping_mul(31).wrapping_add(n) % 256) as u8;
+        LabSpec {
+            ns_a: format!("{NAMESPACE_PREFIX}{pid}-{n}-a"),
+            ns_b: format!("{NAMESPACE_PREFIX}{pid}-{n}-b"),
+            if_a: "veth-a".into(),
+            if_b: "veth-b".into(),
+            addr_a: Ipv4Addr::new(198, 19, subnet, 1),
+            addr_b: Ipv4Addr::new(198, 19, subnet, 2),
+            prefix_len: 24,
+        }
+    }
+}
+
+/// Fails with a clear sentence unless the process runs as root.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root (network namespaces, veth, XDP, iptables): run it as root, e.g. `sudo -E cargo xtask test`");
+    }
+    Ok(())
+}
+
+/// Two namespaces joined by a veth pair; see the module documentation.
+pub struct Lab {
+    pub spec: LabSpec,
+    /// Scratch directory for captures and logs, removed with the lab.
+    pub dir: PathBuf,
+    teardown: bool,
+}
+
+impl Lab {
+    /// A fresh lab with unique names, for one test.
+    pub fn new() -> Result<Lab> {
+        Lab::create(LabSpec::unique())
+    }
+
+    /// Creates the namespaces, the veth pair (created directly inside them, so nothing ever
+    /// appears in the host's namespace), addresses and links, and turns tx checksum offload off.
+    pub fn create(spec: LabSpec) -> Result<Lab> {
+        require_root()?;
+        let dir = std::env::temp_dir().join(&spec.ns_a);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating scratch directory {}", dir.display()))?;
+        // From here on, a failure drops `lab`, which removes whatever was created so far.
+        let lab = Lab {
+            spec,
+            dir,
+            teardown: true,
+        };
+        let s = &lab.spec;
+        run(Command::new("ip").args(["netns", "add", &s.ns_a]))?;
+        run(Command::new("ip").args(["netns", "add", &s.ns_b]))?;
+        run(Command::new("ip").args([
+            "link", "add", &s.if_a, "netns", &s.ns_a, "type", "veth", "peer", "name", &s.if_b,
+            "netns", &s.ns_b,
+        ]))?;
+        for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
+            let cidr = format!("{addr}/{}", s.prefix_len);
+            run(Command::new("ip").args(["-n", ns, "addr", "add", &cidr, "dev", iface]))?;
+            run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+            run(Command::new("ip").args(["-n", ns, "link", "set", iface, "up"]))?;
+            // The peer's side: a veth sender with tx checksum offload on leaves only a partial
+            // checksum in the TCP header, which tcpstack (reading raw frames) rightly rejects.
+            // tcpstack's side too: A's kernel keeps sending on this veth while tcpstack runs
+            // (ping replies, the kernel listener sharing the interface, RSTs in the tests that
+            // look for them, the kernel server `cargo xtask bench` compares against), and the
+            // captures and comparisons need those frames complete and on equal terms (no TSO)
+            // with what tcpstack sends.
+            lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
+        }
+        Ok(lab)
+    }
+
+    /// Keeps the namespaces when the value is dropped (`cargo xtask lab up`).
+    pub fn persist(mut self) {
+        self.teardown = false;
+    }
+
+    pub fn ns_a(&self) -> &str {
+        &self.spec.ns_a
+    }
+
+    pub fn ns_b(&self) -> &str {
+        &self.spec.ns_b
+    }
+
+    /// tcpstack's address (namespace A).
+    pub fn addr_a(&self) -> Ipv4Addr {
+        self.spec.addr_a
+    }
+
+    /// The peer's address (namespace B).
+    pub fn addr_b(&self) -> Ipv4Addr {
+        self.spec.addr_b
+    }
+
+    /// Runs `args` in namespace `ns` to completion; its stdout, or an error with its stderr.
+    pub fn exec_in(&self, ns: &str, args: &[&str]) -> Result<String> {
+        exec_in(ns, args)
+    }
+
+    /// Starts `args` in namespace `ns` with its output captured; killed when the handle drops.
+    pub fn spawn_in(&self, ns: &str, args: &[&str]) -> Result<Process> {
+        Process::spawn(ns_command(ns, args), false)
+    }
+
+    /// `tcpstack serve --iface <A's veth> --backend B ...extra` in namespace A, once it has
+    /// printed `listening on`.
+    pub fn serve(&self, backend: Backend, port: u16, extra: &[&str]) -> Result<Server> {
+        let port = port.to_string();
+        let mut args = vec![
+            "serve",
+            "--iface",
+            &self.spec.if_a,
+            "--port",
+            &port,
+            "--backend",
+            backend.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let bin = tcpstack_bin();
+        if !bin.exists() {
+            bail!(
+                "{} does not exist: run `cargo xtask build` (or set TCPSTACK_BIN)",
+                bin.display()
+            );
+        }
+        Server::start(self.tcpstack(&args), false)
+    }
+
+    /// A `tcpstack` command line that runs in namespace A.
+    pub fn tcpstack(&self, args: &[&str]) -> Command {
+        let bin = tcpstack_bin();
+        let bin = bin.to_string_lossy();
+        let mut full = vec![bin.as_ref()];
+        full.extend_from_slice(args);
+        ns_command(&self.spec.ns_a, &full)
+    }
+
+    /// A TCP connection from namespace B (the kernel's TCP) to `addr:port`.
+    pub fn peer_connect(&self, addr: Ipv4Addr, port: u16) -> Result<TcpStream> {
+        let target = SocketAddrV4::new(addr, port);
+        let stream = in_netns(&self.spec.ns_b, move || {
+            TcpStream::connect_timeout(&target.into(), Duration::from_secs(10))
+        })?
+        .with_context(|| format!("connecting from {} to {target}", self.spec.ns_b))?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    }
+
+    /// A kernel TCP listener in namespace B on the peer's address.
+    pub fn peer_listen(&self, port: u16) -> Result<TcpListener> {
+        let addr = SocketAddrV4::new(self.spec.addr_b, port);
+        in_netns(&self.spec.ns_b, move || TcpListener::bind(addr))?
+            .with_context(|| format!("listening on {addr} in {}", self.spec.ns_b))
+    }
+
+    /// A kernel TCP listener in namespace A (next to tcpstack, on the same interface).
+    pub fn kernel_listen_a(&self, port: u16) -> Result<TcpListener> {
+        let addr = SocketAddrV4::new(self.spec.addr_a, port);
+        in_netns(&self.spec.ns_a, move || TcpListener::bind(addr))?
+            .with_context(|| format!("listening on {addr} in {}", self.spec.ns_a))
+    }
+
+    /// Makes namespace B drop each packet it receives or sends with `probability`
+    /// (iptables `statistic`). The rules go with the namespace.
+    pub fn add_loss(&self, probability: f64) -> Result<()> {
+        let p = format!("{probability}");
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            self.exec_in(
+                &self.spec.ns_b,
+                &[
+                    "iptables",
+                    "-A",
+                    chain,
+                    dir,
+                    &self.spec.if_b,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts tcpdump on `iface` in `ns` (`filter` in pcap syntax) and waits until it captures.
+    ///
+    /// Capture on the peer's side: frames that XDP redirects to AF_XDP never reach the packet
+    /// taps of namespace A, so tcpdump there would not see tcpstack's traffic.
+    pub fn capture(&self, ns: &str, iface: &str, filter: &str) -> Result<Capture> {
+        static CAPTURES: AtomicU32 = AtomicU32::new(0);
+        let file = self.dir.join(format!(
+            "capture-{}.pcap",
+            CAPTURES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file_str = file.to_string_lossy().into_owned();
+        // --immediate-mode: without it, frames wait in the capture ring's current block, and
+        // whatever is still there when tcpdump is interrupted never reaches the file.
+        let mut args = vec![
+            "tcpdump",
+            "--immediate-mode",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "-s",
+            "256",
+            "-w",
+            &file_str,
+        ];
+        args.extend(filter.split_whitespace());
+        let mut process = Process::spawn(ns_command(ns, &args), false)?;
+        process
+            .wait_for_stderr("listening on", Duration::from_secs(10))
+            .context("tcpdump did not start")?;
+        Ok(Capture { process, file })
+    }
+
+    /// The processes running in both namespaces, then the namespaces themselves.
+    fn remove(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        for ns in [&self.spec.ns_a, &self.spec.ns_b] {
+            if let Err(e) = delete_namespace(ns) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(errors.join("; ")))
+        }
+    }
+
+    /// Tears the lab down now, reporting failures (Drop only prints them).
+    pub fn destroy(mut self) -> Result<()> {
+        self.teardown = false;
+        self.remove()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.teardown {
+            if let Err(e) = self.remove() {
+                eprintln!("lab teardown: {e:#}");
+            }
+        }
+    }
+}
+
+/// How long peer sockets wait on a read or write before the test fails instead of hanging.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The tcpstack binary the tests run: `$TCPSTACK_BIN`, else the workspace's release build.
+pub fn tcpstack_bin() -> PathBuf {
+    match std::env::var_os("TCPSTACK_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tcpstack"),
+    }
+}
+
+fn ns_command(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(args);
+    cmd
+}
+
+/// Runs `args` in namespace `ns` to completion; its stdout, or an error with its stderr.
+pub fn exec_in(ns: &str, args: &[&str]) -> Result<String> {
+    run(&mut ns_command(ns, args))
+}
+
+/// Runs a command to completion; its stdout, or an error naming it with its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A command as a shell would show it.
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`; sockets it creates stay there.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = Path::new("/run/netns").join(ns);
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on a valid namespace fd only changes this thread's network
+                // namespace, and the thread ends right after `f`.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error())
+                        .with_context(|| format!("entering network namespace {ns}"));
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow!("the thread running in namespace {ns} panicked"))?
+    })
+}
+
+/// The names of all network namespaces.
+pub fn namespaces() -> Result<Vec<String>> {
+    let out = run(Command::new("ip").args(["netns", "list"]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Kills every process in `ns`, then deletes it (which removes its interfaces, their XDP
+/// programs and its iptables rules). Missing namespaces are fine.
+pub fn delete_namespace(ns: &str) -> Result<()> {
+    if !namespaces()?.iter().any(|n| n == ns) {
+        return Ok(());
+    }
+    kill_namespace_processes(ns, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !namespace_pids(ns).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    kill_namespace_processes(ns, libc::SIGKILL);
+    run(Command::new("ip").args(["netns", "del", ns]))?;
+    Ok(())
+}
+
+fn namespace_pids(ns: &str) -> Vec<i32> {
+    run(Command::new("ip").args(["netns", "pids", ns]))
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kill_namespace_processes(ns: &str, signal: i32) {
+    for pid in namespace_pids(ns) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Removes the test labs whose process is gone (`tcps-<pid>-...` with `<pid>` no longer
+/// running): what a killed or crashed test run left behind. Labs of live processes, including
+/// other test runs on the machine and `cargo xtask lab up`'s, are left alone. Returns what it
+/// removed.
+pub fn sweep() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let stale: HashSet<String> = namespaces()?
+        .into_iter()
+        .filter(|ns| owner_pid(ns).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()))
+        .collect();
+    for ns in stale {
+        delete_namespace(&ns)?;
+        removed.push(ns);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The pid in a test lab's namespace name, `tcps-<pid>-<n>-<a|b>`.
+fn owner_pid(ns: &str) -> Option<u32> {
+    ns.strip_prefix(NAMESPACE_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A process started in a namespace, with its stdout and stderr collected line by line.
+/// Dropping it kills its whole process group.
+pub struct Process {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<(Stream, String)>,
+    description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Process {
+    /// Spawns `cmd` in its own process group (so a terminal's Ctrl-C reaches only whoever
+    /// owns the handle). With `forward`, every output line is also printed as it arrives.
+    pub fn spawn(mut cmd: Command, forward: bool) -> Result<Process> {
+        let description = describe(&cmd);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("could not start `{description}`"))?;
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            collect_lines(
+                out,
+                Stream::Stdout,
+                Arc::clone(&stdout),
+                tx.clone(),
+                forward,
+            );
+        }
+        if let Some(err) = child.stderr.take() {
+            collect_lines(err, Stream::Stderr, Arc::clone(&stderr), tx, forward);
+        }
+        Ok(Process {
+            child,
+            stdout,
+            stderr,
+            lines,
+            description,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a stdout line contains `needle`; that line.
+    pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_for_line(Stream::Stdout, needle, timeout)
+    }
+
+    /// Waits until a stderr line contains `needle`; that line.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_for_line(Stream::Stderr, needle, timeout)
+    }
+
+    fn wait_for_line(&mut self, stream: Stream, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((s, line)) if s == stream && line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "`{}` printed no line with {needle:?} within {timeout:?}\n{}",
+                    self.description,
+                    self.transcript()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Both pipes closed: the process has exited (or is about to).
+                    let status = self.child.wait().ok();
+                    bail!(
+                        "`{}` exited ({}) without printing {needle:?}\n{}",
+                        self.description,
+                        status.map_or("unknown status".into(), |s| s.to_string()),
+                        self.transcript()
+                    )
+                }
+            }
+        }
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Sends `signal` to the process group.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the group is the child's own.
+        unsafe { libc::kill(-(self.child.id() as i32), signal) };
+    }
+
+    /// Waits up to `timeout` for the process to exit; SIGKILL and an error after that.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Let the reader threads drain the pipes.
+                thread::sleep(Duration::from_millis(50));
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.signal(libc::SIGKILL);
+                let _ = self.child.wait();
+                bail!(
+                    "`{}` did not exit within {timeout:?}; killed\n{}",
+                    self.description,
+                    self.transcript()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT (what Ctrl-C sends), then waits up to `timeout`.
+    pub fn interrupt(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(libc::SIGINT);
+        self.wait_timeout(timeout)
+    }
+
+    /// Everything the process printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Everything the process printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Both outputs, for error messages.
+    pub fn transcript(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout().join("\n"),
+            self.stderr().join("\n")
+        )
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect_lines(
+    pipe: impl Read + Send + 'static,
+    stream: Stream,
+    store: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::Sender<(Stream, String)>,
+    forward: bool,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if forward {
+                match stream {
+                    Stream::Stdout => println!("{line}"),
+                    Stream::Stderr => eprintln!("{line}"),
+                }
+            }
+            if let Ok(mut lines) = store.lock() {
+                lines.push(line.clone());
+            }
+            let _ = tx.send((stream, line));
+        }
+    });
+}
+
+/// A running `tcpstack serve`.
+pub struct Server {
+    pub process: Process,
+    /// The `listening on ADDR:PORT backend=B iface=IF` line.
+    pub ready_line: String,
+    /// The address it listens on, from that line.
+    pub listen: SocketAddrV4,
+}
+
+impl Server {
+    /// Spawns `cmd` (a `tcpstack serve` command line) and waits for its `listening on` line.
+    pub fn start(cmd: Command, forward: bool) -> Result<Server> {
+        let mut process = Process::spawn(cmd, forward)?;
+        let ready_line = process.wait_for_stdout("listening on", READY_TIMEOUT)?;
+        let listen = parse_listening_line(&ready_line)
+            .with_context(|| format!("unexpected ready line {ready_line:?}"))?;
+        Ok(Server {
+            process,
+            ready_line,
+            listen,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listen.port()
+    }
+
+    /// Ctrl-C, as a user would; the exit status and everything it printed.
+    pub fn stop(mut self) -> Result<Output> {
+        let status = self.process.interrupt(Duration::from_secs(15))?;
+        Ok(Output {
+            status,
+            stdout: self.process.stdout().join("\n").into_bytes(),
+            stderr: self.process.stderr().join("\n").into_bytes(),
+        })
+    }
+
+    /// Fails unless the server is still running (it must survive whatever the test did).
+    pub fn assert_running(&mut self) -> Result<()> {
+        if let Some(status) = self.process.try_wait()? {
+            bail!(
+                "tcpstack serve exited ({status}, signal {:?})\n{}",
+                status.signal(),
+                self.process.transcript()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `listening on 198.19.3.1:7 backend=xdp iface=veth-a` → `198.19.3.1:7`.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddrV4> {
+    line.trim()
+        .strip_prefix("listening on ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A running tcpdump; [`Capture::finish`] stops it and decodes what it saw.
+pub struct Capture {
+    process: Process,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    /// Stops tcpdump (after a moment for the last frames) and decodes the TCP segments captured.
+    pub fn finish(mut self) -> Result<Vec<Segment>> {
+        thread::sleep(Duration::from_millis(300));
+        self.process.interrupt(Duration::from_secs(10))?;
+        let file = self.file.to_string_lossy().into_owned();
+        // -S: absolute sequence numbers; -tt: plain timestamps; -nn: no name or port lookups.
+        let text = run(Command::new("tcpdump").args(["-r", &file, "-nn", "-S", "-tt", "tcp"]))?;
+        Ok(text.lines().filter_map(Segment::parse).collect())
+    }
+}
+
+/// One TCP segment as tcpdump prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    /// tcpdump's flag letters: `S`, `S.`, `.`, `P.`, `F.`, `R`, `R.`, ...
+    pub flags: String,
+    pub seq: Option<u32>,
+    /// The end of the sequence range tcpdump prints for segments with data (`seq A:B`).
+    pub seq_end: Option<u32>,
+    pub ack: Option<u32>,
+    pub len: u32,
+}
+
+impl Segment {
+    /// Parses `TS IP A.B.C.D.P > E.F.G.H.Q: Flags [P.], seq 1:101, ack 1, win 502, ..., length 100`.
+    pub fn parse(line: &str) -> Option<Segment> {
+        let rest = line.split_once(" IP ")?.1;
+        let (src, rest) = rest.split_once(" > ")?;
+        let (dst, rest) = rest.split_once(": ")?;
+        let flags = rest.strip_prefix("Flags [")?.split_once(']')?.0.to_owned();
+        let mut seg = Segment {
+            src: parse_endpoint(src)?,
+            dst: parse_endpoint(dst)?,
+            flags,
+            seq: None,
+            seq_end: None,
+            ack: None,
+            len: 0,
+        };
+        for field in rest.split(", ") {
+            if let Some(v) = field.strip_prefix("seq ") {
+                match v.split_once(':') {
+                    Some((a, b)) => {
+                        seg.seq = a.parse().ok();
+                        seg.seq_end = b.parse().ok();
+                    }
+                    None => seg.seq = v.parse().ok(),
+                }
+            } else if let Some(v) = field.strip_prefix("ack ") {
+                seg.ack = v.parse().ok();
+            } else if let Some(v) = field.strip_prefix("length ") {
+                seg.len = v.split_whitespace().next()?.parse().ok()?;
+            }
+        }
+        Some(seg)
+    }
+
+    pub fn is_rst(&self) -> bool {
+        self.flags.contains('R')
+    }
+}
+
+/// `198.19.3.1.7` → `198.19.3.1:7`.
+fn parse_endpoint(s: &str) -> Option<SocketAddrV4> {
+    let (ip, port) = s.rsplit_once('.')?;
+    Some(SocketAddrV4::new(ip.parse().ok()?, port.parse().ok()?))
+}
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `len` bytes that differ from one `seed` to another and do not repeat with a short period,
+/// so a dropped, duplicated or reordered segment changes the digest (xorshift64*).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `data` on a second handle of `stream` (shutting down writing afterwards when
+/// `half_close`) while reading until `expect` bytes have arrived or the peer closes. What was read.
+pub fn exchange(
+    stream: &TcpStream,
+    data: &[u8],
+    half_close: bool,
+    expect: usize,
+) -> Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = stream;
+    thread::scope(|scope| {
+        let sender = scope.spawn(move || -> io::Result<()> {
+            writer.write_all(data)?;
+            if half_close {
+                writer.shutdown(Shutdown::Write)?;
+            }
+            Ok(())
+        });
+        let mut received = Vec::with_capacity(expect);
+        let mut buf = vec![0u8; 64 * 1024];
+        let read_result = loop {
+            if received.len() >= expect {
+                break Ok(());
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow!("the sending thread panicked"))?;
+        sent.context("sending")?;
+        read_result.with_context(|| format!("receiving (got {} bytes so far)", received.len()))?;
+        Ok(received)
+    })
+}
+
+/// Reads until the peer closes; errors (a reset, a timeout) are returned as such.
+pub fn read_to_end(mut stream: &TcpStream) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Sets SO_LINGER to zero so that dropping the socket sends RST instead of FIN (an abort).
+pub fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is valid for the stream's lifetime; the option value is a `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The states of the kernel's TCP sockets in `ns` involving `port` (`ss -tan`): lines like
+/// `TIME-WAIT 0 0 198.19.3.2:41234 198.19.3.1:7`.
+pub fn socket_states(ns: &str, port: u16) -> Result<Vec<String>> {
+    let out = exec_in(ns, &["ss", "-tanH"])?;
+    let needle = format!(":{port}");
+    Ok(out
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w.ends_with(&needle)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect())
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks one captured connection, `client` to `server`, in which each side sent `bytes` and
+/// then closed (an echo): the three-way handshake with the right numbers (RFC 9293 3.5), each
+/// side's data covering exactly its sequence space, each FIN at the end of that data and
+/// acknowledged with FIN+1, a final pure ACK of the last FIN, no RST, and acknowledgments that
+/// never go backwards or beyond what was sent. Returns the flags in order, e.g.
+/// `S, S., ., P., ., ..., F., ., F., .`.
+pub fn check_conversation(
+    segments: &[Segment],
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+    bytes: u32,
+) -> Result<String> {
+    let conn: Vec<&Segment> = segments
+        .iter()
+        .filter(|s| (s.src == client && s.dst == server) || (s.src == server && s.dst == client))
+        .collect();
+    let flags: Vec<&str> = conn.iter().map(|s| s.flags.as_str()).collect();
+    let summary = if flags.len() <= 14 {
+        flags.join(", ")
+    } else {
+        format!(
+            "{}, ... ({} more), {}",
+            flags[..5].join(", "),
+            flags.len() - 10,
+            flags[flags.len() - 5..].join(", ")
+        )
+    };
+    let fail = |why: String| -> Result<String> { bail!("{why}; segments: {summary}") };
+    if let Some(rst) = conn.iter().find(|s| s.is_rst()) {
+        return fail(format!("unexpected RST {rst:?}"));
+    }
+    let [syn, syn_ack, ack, ..] = conn.as_slice() else {
+        return fail(format!("only {} segments", conn.len()));
+    };
+    let (Some(c_isn), Some(s_isn)) = (syn.seq, syn_ack.seq) else {
+        return fail("SYN or SYN-ACK without a sequence number".into());
+    };
+    if syn.src != client || syn.flags != "S" || syn.ack.is_some() {
+        return fail(format!("first segment is not the client's SYN: {syn:?}"));
+    }
+    if syn_ack.src != server || syn_ack.flags != "S." || syn_ack.ack != Some(c_isn.wrapping_add(1))
+    {
+        return fail(format!(
+            "second segment is not a SYN-ACK of ISN+1: {syn_ack:?}"
+        ));
+    }
+    if ack.src != client || !ack.flags.contains('.') || ack.ack != Some(s_isn.wrapping_add(1)) {
+        return fail(format!(
+            "third segment does not acknowledge the SYN-ACK: {ack:?}"
+        ));
+    }
+    let mut fins = Vec::new();
+    for (from, isn) in [(client, c_isn), (server, s_isn)] {
+        let first = isn.wrapping_add(1);
+        let end = first.wrapping_add(bytes);
+        let sent: Vec<&&Segment> = conn.iter().filter(|s| s.src == from).collect();
+        // Data ranges, relative to the first data byte, sorted: they must tile [0, bytes).
+        let mut ranges: Vec<(u32, u32)> = sent
+            .iter()
+            .filter(|s| s.len > 0)
+            .filter_map(|s| Some((s.seq?.wrapping_sub(first), s.seq_end?.wrapping_sub(first))))
+            .collect();
+        ranges.sort_unstable();
+        let mut covered = 0u32;
+        for (start, stop) in ranges {
+            if start > covered || stop > bytes {
+                return fail(format!(
+                    "{from} sent [{start}, {stop}) with {covered} of {bytes} bytes covered"
+                ));
+            }
+            covered = covered.max(stop);
+        }
+        if covered != bytes {
+            return fail(format!("{from} sent {covered} of {bytes} bytes"));
+        }
+        let Some(fin) = sent.iter().find(|s| s.flags.contains('F')) else {
+            return fail(format!("{from} sent no FIN"));
+        };
+        let fin_seq = fin.seq_end.or(fin.seq);
+        if fin_seq != Some(end) {
+            return fail(format!(
+                "{from}'s FIN is at {fin_seq:?}, expected {end}: {fin:?}"
+            ));
+        }
+        let mut last_ack = None;
+        for s in &sent {
+            if let Some(a) = s.ack {
+                if last_ack.is_some_and(|l: u32| (a.wrapping_sub(l) as i32) < 0) {
+                    return fail(format!("{from}'s acknowledgment went backwards: {s:?}"));
+                }
+                last_ack = Some(a);
+            }
+        }
+        fins.push((from, end.wrapping_add(1)));
+    }
+    for &(from, fin_plus_one) in &fins {
+        let acked = conn
+            .iter()
+            .any(|s| s.src != from && s.ack == Some(fin_plus_one));
+        if !acked {
+            return fail(format!("the FIN of {from} was never acknowledged"));
+        }
+        // Nobody acknowledges more than the other side sent (its FIN included).
+        if let Some(s) = conn.iter().find(|s| {
+            s.src != from
+                && s.ack
+                    .is_some_and(|a| (a.wrapping_sub(fin_plus_one) as i32) > 0)
+        }) {
+            return fail(format!("acknowledgment beyond {from}'s FIN: {s:?}"));
+        }
+    }
+    let last = conn[conn.len() - 1];
+    if last.flags != "."
+        || !fins
+            .iter()
+            .any(|&(from, f)| last.src != from && last.ack == Some(f))
+    {
+        return fail(format!(
+            "the last segment is not the ACK of a FIN: {last:?}"
+        ));
+    }
+    Ok(summary)
+}
+
+/// A kernel TCP echo server on a listener (created in some namespace): each connection gets
+/// back what it sends, and a FIN after the peer's. Stops when dropped, so no socket keeps its
+/// namespace alive after the test.
+pub struct EchoServer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    pub addr: SocketAddrV4,
+}
+
+impl EchoServer {
+    pub fn start(listener: TcpListener) -> Result<EchoServer> {
+        let addr = match listener.local_addr()? {
+            std::net::SocketAddr::V4(a) => a,
+            other => bail!("IPv6 listener {other}"),
+        };
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut connections = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => connections.push(thread::spawn(move || {
+                        let _ = echo_one(stream);
+                    })),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+            for c in connections {
+                let _ = c.join();
+            }
+        });
+        Ok(EchoServer {
+            stop,
+            thread: Some(thread),
+            addr,
+        })
+    }
+}
+
+fn echo_one(stream: TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut reader = &stream;
+    let mut writer = &stream;
+    io::copy(&mut reader, &mut writer)?;
+    stream.shutdown(Shutdown::Write)
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The packet counters of namespace `ns`'s iptables rules that jump to DROP.
+pub fn dropped_packets(ns: &str) -> Result<u64> {
+    let out = exec_in(ns, &["iptables", "-L", "-v", "-n", "-x"])?;
+    Ok(out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(2) == Some(&"DROP"))
+        .filter_map(|f| f.first()?.parse::<u64>().ok())
+        .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcpdump_lines() {
+        let syn = "1732233600.000001 IP 198.19.3.2.41234 > 198.19.3.1.7: Flags [S], seq 1000, win 64240, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0";
+        let seg = Segment::parse(syn).expect("SYN parses");
+        assert_eq!(seg.src, "198.19.3.2:41234".parse().unwrap());
+        assert_eq!(seg.dst, "198.19.3.1:7".parse().unwrap());
+        assert_eq!(
+            (seg.flags.as_str(), seg.seq, seg.ack, seg.len),
+            ("S", Some(1000), None, 0)
+        );
+
+        let data = "1732233600.000002 IP 198.19.3.2.41234 > 198.19.3.1.7: Flags [P.], seq 1001:1101, ack 5001, win 502, options [nop,nop,TS val 2 ecr 3], length 100";
+        let seg = Segment::parse(data).expect("data parses");
+        assert_eq!(seg.flags, "P.");
+        assert_eq!(
+            (seg.seq, seg.seq_end, seg.ack, seg.len),
+            (Some(1001), Some(1101), Some(5001), 100)
+        );
+
+        let rst = "1732233600.000003 IP 198.19.3.1.7 > 198.19.3.2.41234: Flags [R.], seq 0, ack 1001, win 0, length 0";
+        assert!(Segment::parse(rst).expect("RST parses").is_rst());
+        assert_eq!(
+            Segment::parse("1732233600.1 ARP, Request who-has 198.19.3.1"),
+            None
+        );
+    }
+
+    #[test]
+    fn listening_line_gives_the_address() {
+        assert_eq!(
+            parse_listening_line("listening on 198.19.3.1:7 backend=xdp iface=veth-a\n"),
+            Some("198.19.3.1:7".parse().unwrap())
+        );
+        assert_eq!(parse_listening_line("starting"), None);
+    }
+
+    #[test]
+    fn namespace_owner_pid() {
+        assert_eq!(owner_pid("tcps-4242-0-a"), Some(4242));
+        assert_eq!(owner_pid("tcps-lab-a"), None);
+        assert_eq!(owner_pid("other-4242-0-a"), None);
+    }
+
+    #[test]
+    fn pattern_is_deterministic_and_seeded() {
+        assert_eq!(pattern(1000, 1), pattern(1000, 1));
+        assert_ne!(pattern(1000, 1), pattern(1000, 2));
+        assert_eq!(pattern(13, 1).len(), 13);
+        let p = pattern(1 << 16, 7);
+        assert_ne!(p[..4096], p[4096..8192], "no short period");
+    }
+
+    #[test]
+    fn sha256_known_answer() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn unique_specs_differ() {
+        let (a, b) = (LabSpec::unique(), LabSpec::unique());
+        assert_ne!(a.ns_a, b.ns_a);
+        assert_ne!(a.addr_a, b.addr_a);
+        assert!(a.ns_a.starts_with(NAMESPACE_PREFIX) && a.ns_b.ends_with("-b"));
+        for spec in [&a, &b] {
+            assert_eq!(spec.addr_a.octets()[..2], [198, 19]);
+        }
+    }
+}
