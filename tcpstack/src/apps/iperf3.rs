@@ -1,0 +1,844 @@
+//! An iperf3 server: the control protocol of esnet/iperf (`iperf_api.c`, `iperf_server_api.c`)
+//! over any [`Listener`], so that a stock `iperf3 -c` runs its TCP tests against us.
+//!
+//! One test at a time, as iperf3 does:
+//! 1. the client opens the control connection and sends its 37-byte cookie;
+//! 2. PARAM_EXCHANGE: it sends its parameters as 4-byte big-endian length + JSON;
+//! 3. CREATE_STREAMS: it opens the data streams, each starting with the same cookie;
+//! 4. TEST_START, TEST_RUNNING: data flows until the client sends TEST_END;
+//! 5. EXCHANGE_RESULTS: the client's results JSON, then ours; DISPLAY_RESULTS; IPERF_DONE.
+//!
+//! Every step has a timeout and every connection a deadline, so a client that vanishes or sends
+//! garbage costs at most a few seconds: the server then goes back to accepting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::{accept_failed, AppStream, Listener};
+
+/// iperf3's well-known port.
+pub const DEFAULT_PORT: u16 = 5201;
+
+/// 36 printable characters and a NUL (`COOKIE_SIZE`).
+const COOKIE_LEN: usize = 37;
+type Cookie = [u8; COOKIE_LEN];
+
+/// Control-channel states, one signed byte each (`iperf_api.h`).
+mod state {
+    pub const TEST_START: i8 = 1;
+    pub const TEST_RUNNING: i8 = 2;
+    pub const TEST_END: i8 = 4;
+    pub const PARAM_EXCHANGE: i8 = 9;
+    pub const CREATE_STREAMS: i8 = 10;
+    pub const CLIENT_TERMINATE: i8 = 12;
+    pub const EXCHANGE_RESULTS: i8 = 13;
+    pub const DISPLAY_RESULTS: i8 = 14;
+    pub const IPERF_DONE: i8 = 16;
+    pub const ACCESS_DENIED: i8 = -1;
+    pub const SERVER_ERROR: i8 = -2;
+}
+
+/// Error numbers sent after SERVER_ERROR (`iperf_api.h`, enum of `i_errno`).
+mod ierror {
+    pub const NUM_STREAMS: i32 = 6;
+    pub const BLOCK_SIZE: i32 = 7;
+    pub const UNIMPLEMENTED: i32 = 13;
+}
+
+/// iperf3's own limits (`MAX_STREAMS`, `MAX_BLOCKSIZE`).
+const MAX_STREAMS: u32 = 128;
+const MAX_BLOCK_LEN: usize = 1024 * 1024;
+/// `DEFAULT_TCP_BLKSIZE`, used when the client sends no `len`.
+const DEFAULT_BLOCK_LEN: usize = 128 * 1024;
+/// Bytes a receiving stream reads per call.
+const RECEIVE_BUFFER_LEN: usize = 256 * 1024;
+/// The largest parameter or result JSON accepted from a client.
+const MAX_JSON_LEN: u32 = 1024 * 1024;
+
+/// How long the server waits for a client before giving up on it.
+#[derive(Debug, Clone)]
+pub struct Iperf3Config {
+    /// Each step outside the running test: cookie, parameters, streams, results, IPERF_DONE.
+    pub step_timeout: Duration,
+    /// A running test in which no byte moves and no control message arrives for this long ends.
+    pub idle_timeout: Duration,
+    /// A timed test (`-t`) ends at most this long after `-t` + `--omit` (iperf3 waits 5 s).
+    pub end_grace: Duration,
+}
+
+impl Default for Iperf3Config {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            end_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("control connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("the client closed the control connection")]
+    ControlClosed,
+    #[error("the client terminated the test")]
+    ClientTerminated,
+    #[error("unexpected control message {0}")]
+    UnexpectedState(i8),
+    #[error("JSON message of {0} bytes is too long")]
+    JsonTooLong(u32),
+    #[error("malformed JSON message: {0}")]
+    BadJson(#[from] serde_json::Error),
+    #[error("unsupported parameters: {0}")]
+    Unsupported(String),
+}
+
+/// Serves iperf3 tests on `listener` until it fails for good.
+pub async fn serve<L: Listener>(listener: L, config: Iperf3Config) -> io::Result<()> {
+    let config = Arc::new(config);
+    let slot: Slot<L::Stream> = Arc::new(Mutex::new(None));
+    let mut connections = JoinSet::new();
+    let mut accepted_count = 0u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let order = accepted_count;
+                    accepted_count += 1;
+                    connections.spawn(on_connection(stream, peer, order, slot.clone(), config.clone()));
+                }
+                Err(error) => accept_failed(error).await?,
+            },
+            Some(finished) = connections.join_next() => {
+                if let Err(error) = finished {
+                    if error.is_panic() {
+                        tracing::error!(%error, "iperf3 connection task panicked");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The test in progress, if any: its cookie, and while it waits for its data streams, where to
+/// hand them (with their accept order, which is the order the client opened them in).
+struct Busy<S> {
+    cookie: Cookie,
+    streams: Option<mpsc::UnboundedSender<(u64, S)>>,
+}
+
+type Slot<S> = Arc<Mutex<Option<Busy<S>>>>;
+
+fn lock<S>(slot: &Slot<S>) -> MutexGuard<'_, Option<Busy<S>>> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Frees the slot when the test ends, however it ends.
+struct BusyGuard<S>(Slot<S>);
+
+impl<S> Drop for BusyGuard<S> {
+    fn drop(&mut self) {
+        *lock(&self.0) = None;
+    }
+}
+
+/// Classifies a new connection by its cookie: the control connection of a new test, a data
+/// stream of the current one, or a client to turn away with ACCESS_DENIED.
+async fn on_connection<S: AppStream>(
+    mut stream: S,
+    peer: SocketAddr,
+    order: u64,
+    slot: Slot<S>,
+    config: Arc<Iperf3Config>,
+) {
+    let mut cookie = [0u8; COOKIE_LEN];
+    match timeout(config.step_timeout, stream.read_exact(&mut cookie)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "iperf3: no cookie");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "iperf3: no cookie in time");
+            return;
+        }
+    }
+
+    enum Role<S> {
+        Control(S),
+        Handed,
+        Denied(S),
+    }
+    let role = {
+        let mut busy = lock(&slot);
+        match busy.as_mut() {
+            None => {
+                *busy = Some(Busy {
+                    cookie,
+                    streams: None,
+                });
+                Role::Control(stream)
+            }
+            Some(Busy {
+                cookie: current,
+                streams: Some(streams),
+            }) if *current == cookie => match streams.send((order, stream)) {
+                Ok(()) => Role::Handed,
+                Err(mpsc::error::SendError((_, stream))) => Role::Denied(stream),
+            },
+            Some(_) => Role::Denied(stream),
+        }
+    };
+    let stream = match role {
+        Role::Control(stream) => stream,
+        Role::Handed => return,
+        Role::Denied(mut stream) => {
+            tracing::info!(%peer, "iperf3: busy or unknown cookie, access denied");
+            let _ = timeout(config.step_timeout, async {
+                stream.write_all(&[state::ACCESS_DENIED as u8]).await?;
+                stream.shutdown().await
+            })
+            .await;
+            return;
+        }
+    };
+
+    let _busy = BusyGuard(slot.clone());
+    tracing::info!(%peer, "iperf3: test starting");
+    match run_test(stream, &slot, &config).await {
+        Ok(summary) => tracing::info!(%peer, "iperf3: test done: {summary}"),
+        Err(error) => tracing::warn!(%peer, %error, "iperf3: test abandoned"),
+    }
+}
+
+/// What the client asked for (`get_parameters` in iperf_api.c).
+#[derive(Debug, Clone, PartialEq)]
+struct TestParams {
+    parallel: u32,
+    reverse: bool,
+    bidirectional: bool,
+    duration: Duration,
+    omit: Duration,
+    byte_limit: Option<u64>,
+    block_limit: Option<u64>,
+    block_len: usize,
+    get_server_output: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// The client sends, we count.
+    Receive,
+    /// We send (`-R`, and the second half of `--bidir`).
+    Send,
+}
+
+impl TestParams {
+    /// Parses the client's parameters; `Err` carries the `i_errno` to answer with.
+    fn from_json(json: &Value) -> Result<Self, (i32, String)> {
+        let number = |key: &str| json.get(key).and_then(Value::as_f64).filter(|n| *n >= 0.0);
+        let flag = |key: &str| {
+            json.get(key)
+                .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        };
+        if flag("udp") || flag("sctp") {
+            return Err((ierror::UNIMPLEMENTED, "only TCP tests are supported".into()));
+        }
+        let parallel = number("parallel").unwrap_or(1.0) as u32;
+        if parallel == 0 || parallel > MAX_STREAMS {
+            return Err((ierror::NUM_STREAMS, format!("{parallel} parallel streams")));
+        }
+        let block_len = number("len").map_or(DEFAULT_BLOCK_LEN, |n| n as usize);
+        if block_len == 0 || block_len > MAX_BLOCK_LEN {
+            return Err((ierror::BLOCK_SIZE, format!("block length {block_len}")));
+        }
+        let seconds = |key| Duration::from_secs_f64(number(key).unwrap_or(0.0).min(1e9));
+        Ok(Self {
+            parallel,
+            reverse: flag("reverse"),
+            bidirectional: flag("bidirectional"),
+            duration: seconds("time"),
+            omit: seconds("omit"),
+            byte_limit: number("num").map(|n| n as u64).filter(|&n| n > 0),
+            block_limit: number("blockcount").map(|n| n as u64).filter(|&n| n > 0),
+            block_len,
+            get_server_output: flag("get_server_output"),
+        })
+    }
+
+    /// The direction of each stream in the order the client opens them: with `--bidir` the
+    /// client's sending streams come first (`iperf_create_streams(test, 1)` then `(test, 0)`).
+    fn directions(&self) -> Vec<Direction> {
+        let n = self.parallel as usize;
+        let mut directions = Vec::with_capacity(2 * n);
+        if self.bidirectional || !self.reverse {
+            directions.extend(std::iter::repeat_n(Direction::Receive, n));
+        }
+        if self.bidirectional || self.reverse {
+            directions.extend(std::iter::repeat_n(Direction::Send, n));
+        }
+        directions
+    }
+}
+
+/// Stream ids as `iperf_add_stream` numbers them on both sides: 1, then 3, 4, 5, ...
+fn stream_id(index: usize) -> u64 {
+    if index == 0 {
+        1
+    } else {
+        index as u64 + 2
+    }
+}
+
+/// One stream's figures at the end of a test.
+#[derive(Debug, Clone)]
+struct StreamResult {
+    id: u64,
+    direction: Direction,
+    bytes: u64,
+    retransmits: Option<u64>,
+}
+
+/// A finished test, for the log line.
+struct TestSummary {
+    streams: Vec<StreamResult>,
+    seconds: f64,
+}
+
+impl std::fmt::Display for TestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = |direction| -> u64 {
+            self.streams
+                .iter()
+                .filter(|s| s.direction == direction)
+                .map(|s| s.bytes)
+                .sum()
+        };
+        let rate = |bytes: u64| bytes as f64 * 8.0 / self.seconds.max(1e-9) / 1e6;
+        let (received, sent) = (total(Direction::Receive), total(Direction::Send));
+        let retransmits: u64 = self.streams.iter().filter_map(|s| s.retransmits).sum();
+        write!(
+            f,
+            "{} streams, {:.2} s, received {received} B ({:.1} Mbit/s), sent {sent} B ({:.1} Mbit/s), {retransmits} retransmits",
+            self.streams.len(),
+            self.seconds,
+            rate(received),
+            rate(sent),
+        )
+    }
+}
+
+async fn run_test<S: AppStream>(
+    mut ctrl: S,
+    slot: &Slot<S>,
+    config: &Iperf3Config,
+) -> Result<TestSummary, TestError> {
+    let cpu_start = CpuClock::now();
+    send_state(&mut ctrl, state::PARAM_EXCHANGE).await?;
+    let params = within(config.step_timeout, "parameters", read_json(&mut ctrl)).await?;
+    let params = match TestParams::from_json(&params) {
+        Ok(params) => params,
+        Err((i_errno, reason)) => {
+            let _ = send_server_error(&mut ctrl, i_errno).await;
+            return Err(TestError::Unsupported(reason));
+        }
+    };
+    tracing::debug!(?params, "iperf3 parameters");
+    let directions = params.directions();
+
+    let (streams_tx, mut streams_rx) = mpsc::unbounded_channel();
+    if let Some(busy) = lock(slot).as_mut() {
+        busy.streams = Some(streams_tx);
+    }
+    send_state(&mut ctrl, state::CREATE_STREAMS).await?;
+    let streams = collect_streams(&mut ctrl, &mut streams_rx, directions.len(), config).await;
+    if let Some(busy) = lock(slot).as_mut() {
+        busy.streams = None;
+    }
+    let streams = streams?;
+
+    send_state(&mut ctrl, state::TEST_START).await?;
+    send_state(&mut ctrl, state::TEST_RUNNING).await?;
+    let summary = run_streams(&mut ctrl, streams, &directions, &params, config).await?;
+
+    send_state(&mut ctrl, state::EXCHANGE_RESULTS).await?;
+    let client_results = within(
+        config.step_timeout,
+        "the client's results",
+        read_json(&mut ctrl),
+    )
+    .await?;
+    tracing::debug!(%client_results, "iperf3 client results");
+    let results = server_results(&summary, &params, cpu_start.utilisation());
+    write_json(&mut ctrl, &results).await?;
+    send_state(&mut ctrl, state::DISPLAY_RESULTS).await?;
+
+    // The client answers DISPLAY_RESULTS with IPERF_DONE and closes; either ends the test.
+    let mut done = [0u8; 1];
+    match timeout(config.step_timeout, ctrl.read(&mut done)).await {
+        Ok(Ok(1)) if done[0] as i8 == state::IPERF_DONE => {}
+        Ok(Ok(0)) => {}
+        _ => tracing::debug!("iperf3: no IPERF_DONE after DISPLAY_RESULTS"),
+    }
+    let _ = timeout(config.step_timeout, ctrl.shutdown()).await;
+    Ok(summary)
+}
+
+/// Waits for the test's data streams, watching the control connection meanwhile: the client
+/// sends nothing there until the test runs, so anything it does send (or its EOF) ends the test.
+async fn collect_streams<S: AppStream>(
+    ctrl: &mut S,
+    arrivals: &mut mpsc::UnboundedReceiver<(u64, S)>,
+    count: usize,
+    config: &Iperf3Config,
+) -> Result<Vec<S>, TestError> {
+    let deadline = Instant::now() + config.step_timeout;
+    let mut streams = Vec::with_capacity(count);
+    let mut message = [0u8; 1];
+    while streams.len() < count {
+        tokio::select! {
+            Some(stream) = arrivals.recv() => streams.push(stream),
+            read = ctrl.read(&mut message) => return Err(control_interrupted(read, message[0])),
+            _ = sleep_until(deadline) => return Err(TestError::Timeout("data streams")),
+        }
+    }
+    // Cookies are read concurrently; the accept order is the client's connect order.
+    streams.sort_by_key(|(order, _)| *order);
+    Ok(streams.into_iter().map(|(_, stream)| stream).collect())
+}
+
+fn control_interrupted(read: io::Result<usize>, byte: u8) -> TestError {
+    match read {
+        Ok(0) => TestError::ControlClosed,
+        Ok(_) if byte as i8 == state::CLIENT_TERMINATE => TestError::ClientTerminated,
+        Ok(_) => TestError::UnexpectedState(byte as i8),
+        Err(error) => TestError::Io(error),
+    }
+}
+
+/// Runs the data streams until the client's TEST_END.
+async fn run_streams<S: AppStream>(
+    ctrl: &mut S,
+    streams: Vec<S>,
+    directions: &[Direction],
+    params: &TestParams,
+    config: &Iperf3Config,
+) -> Result<TestSummary, TestError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let counters: Vec<Arc<AtomicU64>> = directions.iter().map(|_| Arc::default()).collect();
+    let budget = Arc::new(SendBudget::new(params));
+    let block: Arc<[u8]> = (0..params.block_len as u64)
+        .map(super::http::pattern_byte)
+        .collect();
+    let mut workers = JoinSet::new();
+    for (index, stream) in streams.into_iter().enumerate() {
+        let moved = counters[index].clone();
+        let stop = stop_rx.clone();
+        match directions[index] {
+            Direction::Receive => {
+                workers.spawn(async move { (index, receive(stream, moved, stop).await) })
+            }
+            Direction::Send => {
+                let (budget, block) = (budget.clone(), block.clone());
+                workers
+                    .spawn(async move { (index, send(stream, moved, budget, block, stop).await) })
+            }
+        };
+    }
+
+    let total_moved = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let started = Instant::now();
+    let mut measuring_since = started;
+    let mut baselines = vec![0u64; counters.len()];
+    let mut omit_end = (!params.omit.is_zero()).then(|| started + params.omit);
+    let hard_end = (!params.duration.is_zero())
+        .then(|| started + params.duration + params.omit + config.end_grace);
+    let mut last_progress = (total_moved(), started);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut message = [0u8; 1];
+    loop {
+        tokio::select! {
+            read = ctrl.read(&mut message) => match read {
+                Ok(1) if message[0] as i8 == state::TEST_END => break,
+                // iperf3 servers ignore these mid-test.
+                Ok(1) if matches!(message[0] as i8, state::TEST_START | state::TEST_RUNNING) => {
+                    last_progress.1 = Instant::now();
+                }
+                other => return Err(control_interrupted(other, message[0])),
+            },
+            _ = sleep_until(omit_end.unwrap_or(started)), if omit_end.is_some() => {
+                // --omit: what moved during the first seconds does not count (iperf_reset_stats).
+                baselines = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                measuring_since = Instant::now();
+                omit_end = None;
+            }
+            _ = sleep_until(hard_end.unwrap_or(started)), if hard_end.is_some() => {
+                return Err(TestError::Timeout("TEST_END"));
+            }
+            now = ticker.tick() => {
+                let moved = total_moved();
+                if moved != last_progress.0 {
+                    last_progress = (moved, now);
+                } else if now.duration_since(last_progress.1) >= config.idle_timeout {
+                    return Err(TestError::Timeout("progress on the data streams"));
+                }
+            }
+        }
+    }
+    let seconds = measuring_since.elapsed().as_secs_f64();
+
+    let _ = stop_tx.send(true);
+    let mut retransmits = vec![None; counters.len()];
+    let collect = async {
+        while let Some(finished) = workers.join_next().await {
+            if let Ok((index, stream)) = finished {
+                retransmits[index] = stream.retransmits();
+            }
+        }
+    };
+    let _ = timeout(config.step_timeout, collect).await;
+
+    let streams = directions
+        .iter()
+        .enumerate()
+        .map(|(index, &direction)| StreamResult {
+            id: stream_id(index),
+            direction,
+            bytes: counters[index]
+                .load(Ordering::Relaxed)
+                .saturating_sub(baselines[index]),
+            retransmits: if direction == Direction::Send {
+                retransmits[index]
+            } else {
+                None
+            },
+        })
+        .collect();
+    Ok(TestSummary { streams, seconds })
+}
+
+/// `-n` / `-k` for the streams we send on: shared by all of them, as iperf3 counts test-wide.
+struct SendBudget {
+    bytes: AtomicU64,
+    blocks: AtomicU64,
+    byte_limit: Option<u64>,
+    block_limit: Option<u64>,
+}
+
+impl SendBudget {
+    fn new(params: &TestParams) -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            blocks: AtomicU64::new(0),
+            byte_limit: params.byte_limit,
+            block_limit: params.block_limit,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.byte_limit
+            .is_some_and(|limit| self.bytes.load(Ordering::Relaxed) >= limit)
+            || self
+                .block_limit
+                .is_some_and(|limit| self.blocks.load(Ordering::Relaxed) >= limit)
+    }
+}
+
+/// Counts what the client sends on one stream until told to stop.
+async fn receive<S: AppStream>(
+    mut stream: S,
+    moved: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> S {
+    let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            read = stream.read(&mut buffer) => match read {
+                Ok(n) if n > 0 => { moved.fetch_add(n as u64, Ordering::Relaxed); }
+                // The stream is finished; the test goes on until TEST_END.
+                _ => { let _ = stop.changed().await; break; }
+            },
+        }
+    }
+    stream
+}
+
+/// Sends blocks on one stream until told to stop or until the test's budget is spent.
+async fn send<S: AppStream>(
+    mut stream: S,
+    moved: Arc<AtomicU64>,
+    budget: Arc<SendBudget>,
+    block: Arc<[u8]>,
+    mut stop: watch::Receiver<bool>,
+) -> S {
+    let mut position = 0;
+    loop {
+        if position == 0 && budget.exhausted() {
+            let _ = stop.changed().await;
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            written = stream.write(&block[position..]) => match written {
+                Ok(n) if n > 0 => {
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
+                    budget.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    position += n;
+                    if position == block.len() {
+                        position = 0;
+                        budget.blocks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => { let _ = stop.changed().await; break; }
+            },
+        }
+    }
+    stream
+}
+
+/// Our results as `send_results` writes them; `get_results` on the client requires every key.
+fn server_results(summary: &TestSummary, params: &TestParams, cpu: [f64; 3]) -> Value {
+    let sending: Vec<&StreamResult> = summary
+        .streams
+        .iter()
+        .filter(|s| s.direction == Direction::Send)
+        .collect();
+    let sender_has_retransmits = if sending.is_empty() {
+        -1
+    } else if sending.iter().all(|s| s.retransmits.is_some()) {
+        1
+    } else {
+        0
+    };
+    let streams: Vec<Value> = summary
+        .streams
+        .iter()
+        .map(|s| {
+            let retransmits = s
+                .retransmits
+                .map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX));
+            json!({
+                "id": s.id,
+                "bytes": s.bytes,
+                "retransmits": retransmits,
+                "jitter": 0,
+                "errors": 0,
+                "packets": 0,
+                "start_time": 0,
+                "end_time": summary.seconds,
+            })
+        })
+        .collect();
+    let mut results = json!({
+        "cpu_util_total": cpu[0],
+        "cpu_util_user": cpu[1],
+        "cpu_util_system": cpu[2],
+        "sender_has_retransmits": sender_has_retransmits,
+        "streams": streams,
+    });
+    if params.get_server_output {
+        results["server_output_text"] =
+            Value::String(format!("tcpstack iperf3 server: {summary}\n"));
+    }
+    results
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    step: impl std::future::Future<Output = Result<T, TestError>>,
+) -> Result<T, TestError> {
+    timeout(limit, step)
+        .await
+        .map_err(|_| TestError::Timeout(what))?
+}
+
+async fn send_state<S: AppStream>(ctrl: &mut S, state: i8) -> io::Result<()> {
+    ctrl.write_all(&[state as u8]).await?;
+    ctrl.flush().await
+}
+
+/// SERVER_ERROR followed by `i_errno` and `errno`, both 32-bit big-endian.
+async fn send_server_error<S: AppStream>(ctrl: &mut S, i_errno: i32) -> io::Result<()> {
+    let mut message = vec![state::SERVER_ERROR as u8];
+    message.extend_from_slice(&i_errno.to_be_bytes());
+    message.extend_from_slice(&0i32.to_be_bytes());
+    ctrl.write_all(&message).await?;
+    ctrl.flush().await
+}
+
+/// `JSON_read`: a 32-bit big-endian length, then that many bytes of JSON.
+async fn read_json<S: AppStream>(ctrl: &mut S) -> Result<Value, TestError> {
+    let len = ctrl.read_u32().await.map_err(eof_is_closed)?;
+    if len > MAX_JSON_LEN {
+        return Err(TestError::JsonTooLong(len));
+    }
+    let mut text = vec![0u8; len as usize];
+    ctrl.read_exact(&mut text).await.map_err(eof_is_closed)?;
+    Ok(serde_json::from_slice(&text)?)
+}
+
+fn eof_is_closed(error: io::Error) -> TestError {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        TestError::ControlClosed
+    } else {
+        TestError::Io(error)
+    }
+}
+
+/// `JSON_write`: the length and the JSON in one write.
+async fn write_json<S: AppStream>(ctrl: &mut S, value: &Value) -> io::Result<()> {
+    let text = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let len = u32::try_from(text.len()).map_err(io::Error::other)?;
+    let mut message = Vec::with_capacity(4 + text.len());
+    message.extend_from_slice(&len.to_be_bytes());
+    message.extend_from_slice(&text);
+    ctrl.write_all(&message).await?;
+    ctrl.flush().await
+}
+
+/// Process CPU time against wall time, for the `cpu_util_*` figures iperf3 reports.
+struct CpuClock {
+    wall: Instant,
+    user: Duration,
+    system: Duration,
+}
+
+impl CpuClock {
+    fn now() -> Self {
+        let (user, system) = process_cpu_times();
+        Self {
+            wall: Instant::now(),
+            user,
+            system,
+        }
+    }
+
+    /// Total, user and system CPU as percentages of the wall time since `self`.
+    fn utilisation(&self) -> [f64; 3] {
+        let (user, system) = process_cpu_times();
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
+        let user = user.saturating_sub(self.user).as_secs_f64() / wall * 100.0;
+        let system = system.saturating_sub(self.system).as_secs_f64() / wall * 100.0;
+        [user + system, user, system]
+    }
+}
+
+fn process_cpu_times() -> (Duration, Duration) {
+    // SAFETY: rusage is plain old data; getrusage fills it or fails without touching memory.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let duration = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    (duration(usage.ru_utime), duration(usage.ru_stime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_follow_iperf_add_stream() {
+        let ids: Vec<u64> = (0..4).map(stream_id).collect();
+        assert_eq!(ids, [1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn parameters_of_a_bidirectional_test() {
+        let json = json!({"tcp": true, "omit": 0, "time": 2, "parallel": 2, "bidirectional": true,
+                          "len": 131072, "client_version": "3.12"});
+        let params = TestParams::from_json(&json).expect("valid parameters");
+        assert_eq!(params.duration, Duration::from_secs(2));
+        assert_eq!(
+            params.directions(),
+            [
+                Direction::Receive,
+                Direction::Receive,
+                Direction::Send,
+                Direction::Send
+            ]
+        );
+    }
+
+    #[test]
+    fn parameters_of_a_reverse_byte_limited_test() {
+        let json = json!({"tcp": true, "time": 0, "num": 10485760, "parallel": 1, "reverse": true});
+        let params = TestParams::from_json(&json).expect("valid parameters");
+        assert_eq!(params.byte_limit, Some(10_485_760));
+        assert_eq!(params.block_len, DEFAULT_BLOCK_LEN);
+        assert_eq!(params.directions(), [Direction::Send]);
+    }
+
+    #[test]
+    fn unsupported_parameters_name_the_iperf_error() {
+        let udp = TestParams::from_json(&json!({"udp": true}));
+        assert_eq!(udp.map_err(|e| e.0), Err(ierror::UNIMPLEMENTED));
+        let too_many = TestParams::from_json(&json!({"tcp": true, "parallel": 1000}));
+        assert_eq!(too_many.map_err(|e| e.0), Err(ierror::NUM_STREAMS));
+        let huge_block = TestParams::from_json(&json!({"tcp": true, "len": 100_000_000}));
+        assert_eq!(huge_block.map_err(|e| e.0), Err(ierror::BLOCK_SIZE));
+    }
+
+    #[test]
+    fn results_carry_every_key_get_results_requires() {
+        let summary = TestSummary {
+            streams: vec![StreamResult {
+                id: 1,
+                direction: Direction::Send,
+                bytes: 10,
+                retransmits: Some(3),
+            }],
+            seconds: 1.5,
+        };
+        let params = TestParams::from_json(&json!({"tcp": true})).expect("valid parameters");
+        let results = server_results(&summary, &params, [1.0, 0.5, 0.5]);
+        for key in [
+            "cpu_util_total",
+            "cpu_util_user",
+            "cpu_util_system",
+            "sender_has_retransmits",
+            "streams",
+        ] {
+            assert!(results.get(key).is_some(), "{key}");
+        }
+        assert_eq!(results["sender_has_retransmits"], 1);
+        let stream = &results["streams"][0];
+        for key in [
+            "id",
+            "bytes",
+            "retransmits",
+            "jitter",
+            "errors",
+            "packets",
+            "start_time",
+            "end_time",
+        ] {
+            assert!(stream.get(key).is_some(), "{key}");
+        }
+        assert_eq!(stream["retransmits"], 3);
+    }
+}
