@@ -1,14 +1,20 @@
 //! Byte layouts: Ethernet II, IPv4, TCP header and options, checksums. Knows nothing of
 //! connections or time. Every parser returns a [`WireError`] on malformed input, never panics.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod pcap;
 pub mod seq;
 pub mod tcp;
+pub mod tcpdump;
 
+pub use arp::{ArpOperation, ArpPacket};
 pub use checksum::Checksum;
+pub use pcap::PcapWriter;
 pub use seq::SeqNum;
+pub use tcpdump::TcpdumpLine;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -109,7 +115,8 @@ impl std::ops::BitOrAssign for TcpFlags {
     }
 }
 
-/// tcpdump's notation: `S`, `S.`, `.`, `P.`, `F.`, `R`, `R.`, ...
+/// tcpdump's notation, in its table order (print-tcp.c `tcp_flag_values`): `S`, `S.`, `.`, `P.`,
+/// `F.`, `R`, `R.`, `S.E`, `.U`, ...; `none` when no bit is set.
 impl fmt::Display for TcpFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (flag, letter) in [
@@ -117,6 +124,7 @@ impl fmt::Display for TcpFlags {
             (Self::SYN, 'S'),
             (Self::RST, 'R'),
             (Self::PSH, 'P'),
+            (Self::ACK, '.'),
             (Self::URG, 'U'),
             (Self::ECE, 'E'),
             (Self::CWR, 'W'),
@@ -124,9 +132,6 @@ impl fmt::Display for TcpFlags {
             if self.contains(flag) {
                 write!(f, "{letter}")?;
             }
-        }
-        if self.ack() {
-            write!(f, ".")?;
         }
         if self.0 == 0 {
             write!(f, "none")?;
