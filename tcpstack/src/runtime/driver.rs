@@ -10,7 +10,6 @@ use std::time::Instant;
 use tokio::time::Sleep;
 
 use super::{is_finished, now, Shared, State};
-use crate::io::Backend;
 use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4};
 
 /// Passes through the loop before the driver yields to other tasks even if work remains.
@@ -18,7 +17,6 @@ const BUDGET: usize = 32;
 
 pub(super) struct Driver {
     shared: Arc<Shared>,
-    backend: Box<dyn Backend>,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
     /// The endpoint's next packet, and the frame it is wrapped into.
@@ -29,13 +27,12 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    pub(super) fn new(shared: Arc<Shared>, backend: Box<dyn Backend>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
         let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + 65536);
         frame.resize(ETHERNET_HEADER_LEN, 0);
         frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         Driver {
             shared,
-            backend,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             timer_deadline: None,
             packet: Vec::with_capacity(65536),
@@ -51,7 +48,7 @@ impl Driver {
         while state.endpoint.poll_transmit(now, &mut self.packet) {
             self.frame.truncate(ETHERNET_HEADER_LEN);
             self.frame.extend_from_slice(&self.packet);
-            match self.backend.send(&self.frame) {
+            match state.backend.send(&self.frame) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     state.stats.send_errors += 1;
@@ -61,7 +58,7 @@ impl Driver {
         }
         if sent > 0 {
             state.stats.frames_sent += sent;
-            if let Err(error) = self.backend.flush() {
+            if let Err(error) = state.backend.flush() {
                 state.stats.send_errors += 1;
                 tracing::warn!(%error, "backend flush failed");
             }
@@ -135,13 +132,13 @@ impl Future for Driver {
 
             let mut received = 0usize;
             let mut ignored = 0u64;
-            let endpoint = &mut state.endpoint;
-            let polled = this
-                .backend
-                .poll_recv(cx, &mut |frame| match ipv4_payload(frame) {
-                    Some(packet) => endpoint.handle_packet(packet, now),
-                    None => ignored += 1,
-                });
+            let State {
+                endpoint, backend, ..
+            } = state;
+            let polled = backend.poll_recv(cx, &mut |frame| match ipv4_payload(frame) {
+                Some(packet) => endpoint.handle_packet(packet, now),
+                None => ignored += 1,
+            });
             match polled {
                 Poll::Ready(Ok(count)) => received = count,
                 Poll::Ready(Err(error)) => {

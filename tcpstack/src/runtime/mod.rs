@@ -66,8 +66,13 @@ pub struct StackBuilder {
 }
 
 impl StackBuilder {
-    pub fn backend(mut self, backend: impl Backend) -> Self {
-        self.backend = Some(Box::new(backend));
+    pub fn backend(self, backend: impl Backend) -> Self {
+        self.boxed_backend(Box::new(backend))
+    }
+
+    /// For a backend chosen at run time.
+    pub fn boxed_backend(mut self, backend: Box<dyn Backend>) -> Self {
+        self.backend = Some(backend);
         self
     }
 
@@ -101,10 +106,10 @@ impl StackBuilder {
         let seed = self.seed.unwrap_or_else(rand::random);
         let endpoint = Endpoint::new(self.config, address, seed, now());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(endpoint)),
+            state: Mutex::new(State::new(endpoint, backend)),
             address,
         });
-        runtime.spawn(driver::Driver::new(shared.clone(), backend));
+        runtime.spawn(driver::Driver::new(shared.clone()));
         Ok(Stack {
             inner: Arc::new(StackInner { shared }),
         })
@@ -176,7 +181,7 @@ impl Stack {
             } = &mut *state;
             for handle in conns.keys() {
                 if let Some(conn) = endpoint.connection_mut(*handle) {
-                    conn.close();
+                    close_for_writing(conn);
                 }
             }
         }
@@ -228,12 +233,22 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-/// True once a connection no longer needs its user: TIME-WAIT runs inside the endpoint.
+/// CLOSE (RFC 9293 §3.10.4) unless this side already sent its FIN.
+pub(crate) fn close_for_writing(conn: &mut crate::tcp::Connection) {
+    use crate::tcp::State::*;
+    if matches!(
+        conn.state(),
+        SynSent | SynReceived | Established | CloseWait
+    ) {
+        conn.close();
+    }
+}
+
+/// True once everything we sent, FIN included, is acknowledged: what is left (waiting for the
+/// peer's FIN, TIME-WAIT) needs nothing from the user and is safe to drop at shutdown.
 fn is_finished(state: crate::tcp::State) -> bool {
-    matches!(
-        state,
-        crate::tcp::State::TimeWait | crate::tcp::State::Closed
-    )
+    use crate::tcp::State::*;
+    matches!(state, FinWait2 | TimeWait | Closed)
 }
 
 /// Signals that the driver has stopped; `notified_or_done` returns at once afterwards.
@@ -308,6 +323,8 @@ pub(crate) struct Slot {
     error: Option<io::ErrorKind>,
     /// The endpoint reported CLOSED: the TCB is gone.
     closed: bool,
+    /// TCP_NODELAY as last set (the TCB does not report it back).
+    nodelay: bool,
     /// SO_LINGER: `Some(ZERO)` aborts on drop; `Some(d)` aborts if the close takes longer.
     linger: Option<Duration>,
 }
@@ -326,6 +343,9 @@ pub(crate) struct ListenerSlot {
 
 pub(crate) struct State {
     pub(crate) endpoint: Endpoint,
+    /// Under the same lock as the endpoint so that `bind` can reserve its port on the link
+    /// before it returns.
+    pub(crate) backend: Box<dyn Backend>,
     pub(crate) conns: HashMap<ConnectionHandle, Slot>,
     pub(crate) listeners: HashMap<SocketAddrV4, ListenerSlot>,
     /// Connections whose user dropped them with a linger timeout: abort when it passes.
@@ -342,9 +362,10 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(endpoint: Endpoint) -> Self {
+    fn new(endpoint: Endpoint, backend: Box<dyn Backend>) -> Self {
         State {
             endpoint,
+            backend,
             conns: HashMap::new(),
             listeners: HashMap::new(),
             lingering: Vec::new(),
@@ -433,10 +454,10 @@ impl State {
             Some(conn) if !closed => match linger {
                 Some(timeout) if timeout.is_zero() => conn.abort(),
                 Some(timeout) => {
-                    conn.close();
+                    close_for_writing(conn);
                     self.lingering.push((now + timeout, handle));
                 }
-                None => conn.close(),
+                None => close_for_writing(conn),
             },
             _ => {
                 self.conns.remove(&handle);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{io_error, now, register, Shared, Slot, Stack, State};
+use super::{close_for_writing, io_error, now, register, Shared, Slot, Stack, State};
 use crate::endpoint::{ConnectionHandle, EndpointError};
 use crate::tcp::{ConnectionError, State as TcpState};
 
@@ -178,17 +178,7 @@ impl ConnRef {
     fn shutdown(&self) -> io::Result<()> {
         self.with(|conn, _| {
             if let Some(conn) = conn {
-                if !matches!(
-                    conn.state(),
-                    TcpState::FinWait1
-                        | TcpState::FinWait2
-                        | TcpState::Closing
-                        | TcpState::LastAck
-                        | TcpState::TimeWait
-                        | TcpState::Closed
-                ) {
-                    conn.close();
-                }
+                close_for_writing(conn);
             }
         })?;
         self.shared.kick();
@@ -304,15 +294,19 @@ impl TcpStream {
 
     /// Turns Nagle's algorithm (RFC 9293 §3.7.4) off (`true`) or on.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.conn.with(|conn, _| {
+        self.conn.with(|conn, slot| {
+            slot.nodelay = nodelay;
             if let Some(conn) = conn {
                 conn.set_nodelay(nodelay);
             }
-        })
+        })?;
+        // Nagle may have been holding back a small segment.
+        self.conn.shared.kick();
+        Ok(())
     }
 
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.conn.with(|conn, _| conn.is_some_and(|c| c.nodelay()))
+        self.conn.with(|_, slot| slot.nodelay)
     }
 
     /// Keepalive probes (RFC 9293 §3.8.4); `None` turns them off.

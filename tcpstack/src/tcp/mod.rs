@@ -221,10 +221,6 @@ impl Connection {
         todo!()
     }
 
-    pub fn nodelay(&self) -> bool {
-        todo!()
-    }
-
     /// Keepalive (RFC 9293 §3.8.4); `None` turns it off. Rearms the idle timer.
     pub fn set_keepalive(&mut self, _keepalive: Option<KeepaliveConfig>) {
         todo!()
