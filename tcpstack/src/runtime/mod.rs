@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod app_traits;
 mod driver;
 mod listener;
 mod stream;

@@ -1,3 +1,0 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("tcpstack: not implemented yet")
-}

@@ -1,0 +1,147 @@
+//! `tcpstack`: serve an app on tcpstack's own TCP over XDP/AF_XDP (or a raw socket), or talk to
+//! a server like `nc` does.
+
+mod cleanup;
+mod connect;
+mod link;
+mod serve;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tcpstack::apps::App;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tcpstack",
+    version,
+    about = "A user-space TCP endpoint on XDP/AF_XDP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serves an app on PORT of the interface's address, until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Connects to ADDR:PORT like `nc`: stdin to the connection, the connection to stdout.
+    Connect(ConnectArgs),
+}
+
+/// How tcpstack reaches the wire; shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct LinkArgs {
+    /// The network interface to use.
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
+    /// The local IPv4 address [default: the interface's first IPv4 address].
+    #[arg(long, value_name = "IPV4")]
+    pub addr: Option<Ipv4Addr>,
+    /// AF_XDP with an XDP program steering our segments, or an AF_PACKET raw socket.
+    #[arg(long, value_enum, default_value_t = BackendKind::Xdp)]
+    pub backend: BackendKind,
+    /// How the XDP program is attached (xdp backend only).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+    /// AF_XDP sockets to open, on queues 0..N [default: every receive queue].
+    #[arg(long, value_name = "N")]
+    pub queues: Option<u32>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Xdp,
+    Raw,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Xdp => "xdp",
+            BackendKind::Raw => "raw",
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// The TCP port to listen on.
+    #[arg(long)]
+    pub port: u16,
+    /// What to serve.
+    #[arg(long, value_enum, default_value_t = App::Echo)]
+    pub app: App,
+    /// Writes every frame received and sent to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Prints the endpoint's counters every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub stats_interval: Option<u64>,
+    /// Writes the final statistics as JSON to FILE at exit.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The server to connect to.
+    #[arg(value_name = "ADDR:PORT")]
+    pub remote: SocketAddrV4,
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    cleanup::install_panic_hook();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tcpstack: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
+        }
+    });
+    // A blocking read of stdin may still be parked in tokio's blocking pool: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    cleanup::run_all();
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tcpstack: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `RUST_LOG` as tracing's EnvFilter reads it; nothing is logged when it is unset.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
