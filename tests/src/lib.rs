@@ -221,13 +221,7 @@ impl Lab {
             backend.as_str(),
         ];
         args.extend_from_slice(extra);
-        let bin = tcpstack_bin();
-        if !bin.exists() {
-            bail!(
-                "{} does not exist: run `cargo xtask build` (or set TCPSTACK_BIN)",
-                bin.display()
-            );
-        }
+        require_tcpstack_bin()?;
         Server::start(self.tcpstack(&args), false)
     }
 
@@ -368,6 +362,18 @@ pub fn tcpstack_bin() -> PathBuf {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tcpstack"),
     }
+}
+
+/// [`tcpstack_bin`], or an error saying how to build it.
+pub fn require_tcpstack_bin() -> Result<PathBuf> {
+    let bin = tcpstack_bin();
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: run `cargo xtask build` (or set TCPSTACK_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 fn ns_command(ns: &str, args: &[&str]) -> Command {
@@ -709,8 +715,19 @@ impl Server {
     }
 
     /// Ctrl-C, as a user would; the exit status and everything it printed.
-    pub fn stop(mut self) -> Result<Output> {
-        let status = self.process.interrupt(Duration::from_secs(15))?;
+    pub fn stop(self) -> Result<Output> {
+        self.interrupt();
+        self.wait()
+    }
+
+    /// Sends SIGINT and returns at once (the server closes its connections and exits).
+    pub fn interrupt(&self) {
+        self.process.signal(libc::SIGINT);
+    }
+
+    /// Waits for the server to exit (15 s at most); the exit status and everything it printed.
+    pub fn wait(mut self) -> Result<Output> {
+        let status = self.process.wait_timeout(Duration::from_secs(15))?;
         Ok(Output {
             status,
             stdout: self.process.stdout().join("\n").into_bytes(),
@@ -1130,6 +1147,51 @@ pub fn dropped_packets(ns: &str) -> Result<u64> {
         .filter(|f| f.get(2) == Some(&"DROP"))
         .filter_map(|f| f.first()?.parse::<u64>().ok())
         .sum())
+}
+
+/// The kernel's TCP counters in namespace `ns` (`/proc/net/snmp`, `Tcp:` lines): `InSegs`,
+/// `OutRsts`, ...
+pub fn kernel_tcp_counters(ns: &str) -> Result<std::collections::HashMap<String, u64>> {
+    let snmp = exec_in(ns, &["cat", "/proc/net/snmp"])?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        bail!("no Tcp lines in /proc/net/snmp of {ns}");
+    };
+    Ok(names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+        .collect())
+}
+
+/// The port tcpstack's echo app serves on in the tests.
+pub const ECHO_PORT: u16 = 7;
+
+/// Generates, for each named function `fn name(backend: Backend) -> anyhow::Result<()>`, one
+/// root-only test per backend: `xdp::name` and `raw::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod xdp {
+            $(
+                #[test]
+                #[ignore = "needs root and network namespaces: run cargo xtask test"]
+                fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::Backend::Xdp)
+                }
+            )*
+        }
+        mod raw {
+            $(
+                #[test]
+                #[ignore = "needs root and network namespaces: run cargo xtask test"]
+                fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::Backend::Raw)
+                }
+            )*
+        }
+    };
 }
 
 #[cfg(test)]

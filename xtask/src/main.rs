@@ -210,8 +210,16 @@ fn test(args: TestArgs) -> Result<()> {
     sweep()?;
     step("integration tests as root, one at a time (cargo test --workspace -- --ignored --test-threads=1)");
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--", "--ignored", "--test-threads=1"])
-        .env("TCPSTACK_BIN", tcpstack_bin());
+    // --no-fail-fast: one failing test binary must not hide the results of the others.
+    cmd.args([
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env("TCPSTACK_BIN", tcpstack_bin());
     if let Some(filter) = &args.filter {
         cmd.arg(filter);
     }
