@@ -6,6 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -13,13 +14,16 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 
 use super::{serve_each, AppStream, Listener};
 
 /// The pattern repeats with this period; a prime, so a body shifted by any offset is caught.
 pub const PATTERN_PERIOD: u64 = 251;
+
+/// A client must send a request's headers within this long (slow-header clients are dropped).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest body chunk handed to hyper at once.
 const CHUNK_LEN: usize = 64 * 1024;
@@ -160,6 +164,8 @@ pub async fn serve<L: Listener>(listener: L) -> io::Result<()> {
 /// Serves one connection until the client closes it.
 pub async fn serve_connection<S: AppStream>(stream: S) -> io::Result<()> {
     http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service_fn(respond))
         .await

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
 use super::{accept_failed, AppStream, Listener};
 
@@ -61,6 +61,13 @@ const MAX_BLOCK_LEN: usize = 1024 * 1024;
 const DEFAULT_BLOCK_LEN: usize = 128 * 1024;
 /// Bytes a receiving stream reads per call.
 const RECEIVE_BUFFER_LEN: usize = 256 * 1024;
+/// After TEST_END a receiving stream reads on until it has been quiet this long...
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+/// ...or for this long at most.
+const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+/// Connections (the test's and those still owing their cookie) beyond which new ones are
+/// dropped unread, so that a flood of silent connections costs bounded memory.
+const MAX_CONNECTIONS: usize = 1024;
 /// The largest parameter or result JSON accepted from a client.
 const MAX_JSON_LEN: u32 = 1024 * 1024;
 
@@ -114,6 +121,10 @@ pub async fn serve<L: Listener>(listener: L, config: Iperf3Config) -> io::Result
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= MAX_CONNECTIONS => {
+                    tracing::warn!(%peer, "iperf3: too many connections without a cookie, dropped");
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let order = accepted_count;
                     accepted_count += 1;
@@ -575,11 +586,22 @@ async fn receive<S: AppStream>(
             read = stream.read(&mut buffer) => match read {
                 Ok(n) if n > 0 => { moved.fetch_add(n as u64, Ordering::Relaxed); }
                 // The stream is finished; the test goes on until TEST_END.
-                _ => { let _ = stop.changed().await; break; }
+                _ => { let _ = stop.changed().await; return stream; }
             },
         }
     }
-    stream
+    // TEST_END travels on another connection and may overtake the last data the client sent
+    // before it (a short `-n` test can end before we read anything): count what still arrives.
+    let give_up = Instant::now() + DRAIN_LIMIT;
+    loop {
+        let quiet_until = (Instant::now() + DRAIN_QUIET).min(give_up);
+        match timeout_at(quiet_until, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {
+                moved.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            _ => return stream,
+        }
+    }
 }
 
 /// Sends blocks on one stream until told to stop or until the test's budget is spent.

@@ -40,9 +40,9 @@ pub trait Listener: Send + Sync + 'static {
 
     /// Waits for the next established connection and its peer's address.
     ///
-    /// Errors of kind [`io::ErrorKind::NotConnected`] mean the listener is gone for good (its
-    /// stack shut down) and end the serving loops; every other error concerns one connection
-    /// and is logged and skipped.
+    /// Errors of kind [`io::ErrorKind::NotConnected`] (its stack shut down) or
+    /// [`io::ErrorKind::BrokenPipe`] (its link failed) mean the listener is gone for good and
+    /// end the serving loops; every other error concerns one connection and is skipped.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 
     fn local_addr(&self) -> io::Result<SocketAddr>;
@@ -165,7 +165,10 @@ where
 /// Decides what an accept error means for a serving loop: `Err` ends it, `Ok` goes on (after a
 /// short pause, so that running out of file descriptors does not turn into a busy loop).
 pub(crate) async fn accept_failed(error: io::Error) -> io::Result<()> {
-    if error.kind() == io::ErrorKind::NotConnected {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::NotConnected | io::ErrorKind::BrokenPipe
+    ) {
         return Err(error);
     }
     tracing::warn!(%error, "accept failed");
