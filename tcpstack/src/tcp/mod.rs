@@ -3,14 +3,34 @@
 //! Input: parsed segments and the current time. Output: segments to transmit, events for the
 //! user, and the next deadline. No sockets, no tokio, no clocks of its own.
 //!
-//! STUB: the API below is the contract other layers build on; the implementation is in progress.
+//! Layout: [`Connection`] (connection.rs) drives the RFC 9293 state machine; the send ring and the
+//! receive ring with its reassembler live in send_buffer.rs / recv_buffer.rs; RTO estimation in
+//! rtt.rs; congestion control behind [`CongestionControl`]; the compact TIME-WAIT record and its
+//! rules in time_wait.rs; RFC 6528 ISNs in isn.rs. `reset_for` and `listen_action` are the rules for
+//! segments that reach no synchronized connection, shared with the endpoint.
+
+pub mod congestion;
+mod connection;
+mod isn;
+mod recv_buffer;
+mod rtt;
+mod send_buffer;
+mod time_wait;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddrV4;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::wire::{SeqNum, TcpHeader};
+use crate::wire::{SeqNum, TcpFlags, TcpHeader};
+
+pub use congestion::{CongestionControl, NewReno};
+pub use connection::{Connection, ConnectionStats};
+pub use isn::IsnGenerator;
+pub use time_wait::{TimeWait, TimeWaitOutcome};
 
 /// The eleven states of RFC 9293 §3.3.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,81 +159,62 @@ pub enum ConnectionError {
     Closing,
     #[error("connection is not connected")]
     NotConnected,
+    /// Nothing to read yet (the peer has not closed); wait for [`Event::Readable`].
+    #[error("no data available yet")]
+    WouldBlock,
 }
 
-/// One TCB.
-#[derive(Debug)]
-pub struct Connection {
-    _private: (),
+/// The RST answering a segment that reached no connection (RFC 9293 §3.10.7.1): with ACK set,
+/// `<SEQ=SEG.ACK><CTL=RST>`, otherwise `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`. A RST is never
+/// answered, so a RST yields `None`.
+pub fn reset_for(incoming: &TcpHeader, payload_len: usize) -> Option<TcpHeader> {
+    if incoming.flags.rst() {
+        return None;
+    }
+    let mut reply = TcpHeader {
+        src_port: incoming.dst_port,
+        dst_port: incoming.src_port,
+        ..TcpHeader::default()
+    };
+    if incoming.flags.ack() {
+        reply.seq = incoming.ack;
+        reply.flags = TcpFlags::RST;
+    } else {
+        reply.seq = SeqNum(0);
+        reply.ack = incoming.seq + segment_len(incoming, payload_len);
+        reply.flags = TcpFlags::RST | TcpFlags::ACK;
+    }
+    Some(reply)
 }
 
-impl Connection {
-    /// Active open: enters SYN-SENT with a SYN ready to transmit.
-    pub fn connect(_config: Config, _tuple: FourTuple, _isn: SeqNum, _now: Instant) -> Self {
-        todo!("active open")
-    }
+/// SEG.LEN: payload octets plus one for SYN and one for FIN (RFC 9293 §3.4).
+pub fn segment_len(header: &TcpHeader, payload_len: usize) -> u32 {
+    payload_len as u32 + u32::from(header.flags.syn()) + u32::from(header.flags.fin())
+}
 
-    /// Passive open from a listener's SYN: enters SYN-RECEIVED with a SYN-ACK ready to transmit.
-    pub fn accept(
-        _config: Config,
-        _tuple: FourTuple,
-        _syn: &TcpHeader,
-        _isn: SeqNum,
-        _now: Instant,
-    ) -> Self {
-        todo!("passive open")
-    }
+/// What a listener does with an arriving segment (RFC 9293 §3.10.7.2, LISTEN state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAction {
+    /// A SYN without ACK: open a connection with [`Connection::accept`].
+    Accept,
+    /// Answer with this RST.
+    Reset(TcpHeader),
+    /// Ignore it.
+    Drop,
+}
 
-    pub fn tuple(&self) -> FourTuple {
-        todo!()
-    }
-
-    pub fn state(&self) -> State {
-        todo!()
-    }
-
-    /// Processes one arriving segment (RFC 9293 §3.10.7).
-    pub fn handle_segment(&mut self, _header: &TcpHeader, _payload: &[u8], _now: Instant) {
-        todo!()
-    }
-
-    /// Fires every timer whose deadline is at or before `now`.
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
-    }
-
-    /// The next segment to send, if any.
-    pub fn poll_transmit(&mut self, _now: Instant) -> Option<Segment> {
-        todo!()
-    }
-
-    pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
-    }
-
-    /// The earliest armed timer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
-    }
-
-    /// Copies as much of `data` into the send buffer as fits; returns how much.
-    pub fn send(&mut self, _data: &[u8]) -> Result<usize, ConnectionError> {
-        todo!()
-    }
-
-    /// Reads in-order data. `Ok(0)` with a non-empty `buf` means the peer closed (EOF).
-    pub fn recv(&mut self, _buf: &mut [u8]) -> Result<usize, ConnectionError> {
-        todo!()
-    }
-
-    /// Half-close: a FIN follows the buffered data (RFC 9293 §3.10.4 CLOSE).
-    pub fn close(&mut self) {
-        todo!()
-    }
-
-    /// ABORT: sends RST and discards both buffers (RFC 9293 §3.10.5).
-    pub fn abort(&mut self) {
-        todo!()
+/// The LISTEN rules: a RST is ignored, anything with ACK is answered with `<SEQ=SEG.ACK><CTL=RST>`,
+/// a SYN opens a connection, anything else is dropped.
+pub fn listen_action(incoming: &TcpHeader, payload_len: usize) -> ListenAction {
+    let flags = incoming.flags;
+    if flags.rst() {
+        ListenAction::Drop
+    } else if flags.ack() {
+        reset_for(incoming, payload_len).map_or(ListenAction::Drop, ListenAction::Reset)
+    } else if flags.syn() {
+        ListenAction::Accept
+    } else {
+        ListenAction::Drop
     }
 
     /// TCP_NODELAY: `true` turns Nagle's algorithm (RFC 9293 §3.7.4) off.

@@ -1,0 +1,32 @@
+//! Congestion control (RFC 5681) behind a trait, so that CUBIC (RFC 9438) or PRR can be added
+//! next to NewReno. The connection owns loss detection and the recovery point (RFC 6582's
+//! `recover`); an algorithm only decides cwnd and ssthresh.
+
+mod newreno;
+
+use std::fmt;
+use std::time::Instant;
+
+pub use newreno::NewReno;
+
+/// A congestion control algorithm. All quantities are in bytes.
+pub trait CongestionControl: fmt::Debug + Send {
+    /// The congestion window.
+    fn window(&self) -> u32;
+    /// The slow-start threshold.
+    fn ssthresh(&self) -> u32;
+    /// The sender's maximum segment size became known (after the SYN exchange).
+    fn set_mss(&mut self, mss: u32);
+    /// `acked` new bytes were cumulatively acknowledged outside of fast recovery.
+    fn on_ack(&mut self, acked: u32, flight: u32, now: Instant);
+    /// Three duplicate ACKs: fast retransmit and enter fast recovery (RFC 5681 §3.2 steps 2–3).
+    fn on_fast_retransmit(&mut self, flight: u32, now: Instant);
+    /// A further duplicate ACK during fast recovery (RFC 5681 §3.2 step 4).
+    fn on_dup_ack(&mut self);
+    /// A partial ACK during fast recovery (RFC 6582 §3.2 step 5).
+    fn on_partial_ack(&mut self, acked: u32);
+    /// A full ACK ends fast recovery (RFC 6582 §3.2 step 6).
+    fn on_recovery_exit(&mut self, flight: u32);
+    /// The retransmission timer expired (RFC 5681 §3.1, equations 4 and 5).
+    fn on_rto(&mut self, flight: u32, now: Instant);
+}

@@ -1,0 +1,1342 @@
+//! The TCB: RFC 9293's state machine for one connection, sans-IO.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::congestion::{CongestionControl, NewReno};
+use super::recv_buffer::RecvBuffer;
+use super::rtt::RttEstimator;
+use super::send_buffer::SendBuffer;
+use super::time_wait::{TimeWait, TimeWaitOutcome};
+use super::{
+    reset_for, segment_len, Config, ConnectionError, Event, FourTuple, KeepaliveConfig, Segment,
+    State,
+};
+use crate::wire::{SeqNum, TcpFlags, TcpHeader, TcpOptions};
+
+/// MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1).
+const DEFAULT_PEER_MSS: u16 = 536;
+/// Smallest send MSS we accept from a peer (Linux's tcp_min_snd_mss).
+const MIN_SEND_MSS: u32 = 48;
+/// RFC 7323 §2.3: shifts above 14 are treated as 14.
+const MAX_WINDOW_SHIFT: u8 = 14;
+/// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
+const DUP_ACK_THRESHOLD: u32 = 3;
+/// One-off control segments (challenge ACKs, probes, RSTs) queued at most; more are dropped, which
+/// also rate-limits challenge ACKs (RFC 5961 §7).
+const MAX_CONTROL_QUEUE: usize = 4;
+
+/// Per-connection counters and the current estimator and congestion state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    /// Payload bytes received and sent (retransmissions included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Segments sent again (RTO, fast retransmit, SYN/SYN-ACK retransmission).
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    /// Retransmission timer expirations.
+    pub rtos: u64,
+    pub srtt: Option<Duration>,
+    pub rttvar: Duration,
+    pub rto: Duration,
+    pub cwnd: u32,
+    pub ssthresh: u32,
+}
+
+/// The armed timers; `None` is disarmed. Keepalive and the user timeout are derived from state.
+#[derive(Clone, Copy, Debug, Default)]
+struct Timers {
+    retransmit: Option<Instant>,
+    persist: Option<Instant>,
+    delayed_ack: Option<Instant>,
+}
+
+/// One TCB.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    tuple: FourTuple,
+    state: State,
+    /// Opened by `accept` (a passive OPEN): a RST or SYN in SYN-RECEIVED just ends it.
+    passive: bool,
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// The highest sequence number sent plus one; `snd_nxt` goes back to `snd_una` on an RTO.
+    snd_max: SeqNum,
+    snd_wnd: u32,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    max_snd_wnd: u32,
+    /// Shift applied to the peer's window field (0 unless both SYNs carried window scale).
+    snd_shift: u8,
+    /// Both SYNs carry window scale (RFC 7323 §2.2), as far as we know yet.
+    window_scaling: bool,
+    send_mss: u32,
+    send_buf: SendBuffer,
+    /// Sequence number of the first byte in `send_buf`.
+    send_buf_seq: SeqNum,
+    /// The user called close(): a FIN follows the buffered data.
+    fin_queued: bool,
+
+    // Receive sequence space.
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// Shift applied to our window field.
+    rcv_shift: u8,
+    /// Right edge of the window we advertised last (RCV.NXT + RCV.WND at that time).
+    rcv_adv: SeqNum,
+    recv_buf: RecvBuffer,
+    /// A FIN that arrived ahead of missing data.
+    pending_fin: Option<SeqNum>,
+    /// The peer's FIN has been processed.
+    peer_closed: bool,
+
+    // What to send next.
+    syn_pending: bool,
+    ack_pending: bool,
+    /// Bytes received in order since we last sent an ACK (RFC 5681 §4.2 delayed ACK).
+    unacked_bytes: u32,
+    fast_retransmit_pending: bool,
+    /// The persist timer fired with a non-zero window: send despite sender SWS avoidance.
+    sws_override: bool,
+    control: VecDeque<TcpHeader>,
+
+    timers: Timers,
+    rtt: RttEstimator,
+    /// The segment being timed: its end sequence number and when it was sent (RFC 6298 §3).
+    rtt_sample: Option<(SeqNum, Instant)>,
+    /// Consecutive expirations of the retransmission timer.
+    retries: u32,
+    persist_backoff: u32,
+    /// Since when the oldest outstanding data (or a zero window) has gone unacknowledged.
+    stalled_since: Option<Instant>,
+    last_received: Instant,
+    keepalive_probes: u32,
+    last_keepalive_probe: Instant,
+
+    cc: Box<dyn CongestionControl>,
+    dup_acks: u32,
+    in_recovery: bool,
+    /// RFC 6582's `recover`, stored as the sequence number after the highest one sent.
+    recover: SeqNum,
+    partial_ack_seen: bool,
+
+    time_wait: Option<TimeWait>,
+    events: VecDeque<Event>,
+    error: Option<ConnectionError>,
+    stats: ConnectionStats,
+}
+
+impl Connection {
+    fn new(config: Config, tuple: FourTuple, iss: SeqNum, now: Instant, state: State) -> Self {
+        let rtt = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
+        let send_mss = u32::from(DEFAULT_PEER_MSS.min(config.mss)).max(MIN_SEND_MSS);
+        Connection {
+            tuple,
+            state,
+            passive: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            max_snd_wnd: 0,
+            snd_shift: 0,
+            window_scaling: false,
+            send_mss,
+            send_buf: SendBuffer::new(config.send_buffer),
+            send_buf_seq: iss + 1u32,
+            fin_queued: false,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_shift: 0,
+            rcv_adv: SeqNum(0),
+            recv_buf: RecvBuffer::new(config.recv_buffer),
+            pending_fin: None,
+            peer_closed: false,
+            syn_pending: true,
+            ack_pending: false,
+            unacked_bytes: 0,
+            fast_retransmit_pending: false,
+            sws_override: false,
+            control: VecDeque::with_capacity(MAX_CONTROL_QUEUE),
+            timers: Timers::default(),
+            rtt,
+            rtt_sample: None,
+            retries: 0,
+            persist_backoff: 0,
+            stalled_since: None,
+            last_received: now,
+            keepalive_probes: 0,
+            last_keepalive_probe: now,
+            cc: Box::new(NewReno::new(send_mss)),
+            dup_acks: 0,
+            in_recovery: false,
+            recover: iss,
+            partial_ack_seen: false,
+            time_wait: None,
+            events: VecDeque::with_capacity(8),
+            error: None,
+            stats: ConnectionStats::default(),
+            config,
+        }
+    }
+
+    /// Active open: enters SYN-SENT with a SYN ready to transmit.
+    pub fn connect(config: Config, tuple: FourTuple, isn: SeqNum, now: Instant) -> Self {
+        Self::new(config, tuple, isn, now, State::SynSent)
+    }
+
+    /// Passive open from a listener's SYN: enters SYN-RECEIVED with a SYN-ACK ready to transmit.
+    /// Data on the SYN is not accepted (the peer retransmits it), as Linux without Fast Open.
+    pub fn accept(
+        config: Config,
+        tuple: FourTuple,
+        syn: &TcpHeader,
+        isn: SeqNum,
+        now: Instant,
+    ) -> Self {
+        let mut conn = Self::new(config, tuple, isn, now, State::SynReceived);
+        conn.passive = true;
+        conn.stats.segments_in = 1;
+        conn.take_syn(syn);
+        // The peer's SYN window is never scaled (RFC 7323 §2.2).
+        conn.update_send_window(u32::from(syn.window), syn.seq, isn);
+        conn
+    }
+
+    pub fn tuple(&self) -> FourTuple {
+        self.tuple
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error
+    }
+
+    /// The compact TIME-WAIT record, while in TIME-WAIT: the endpoint may keep it instead of the TCB.
+    pub fn time_wait(&self) -> Option<TimeWait> {
+        self.time_wait.filter(|_| self.state == State::TimeWait)
+    }
+
+    /// Bytes that `recv` would return now.
+    pub fn recv_available(&self) -> usize {
+        self.recv_buf.readable()
+    }
+
+    /// Room left in the send buffer.
+    pub fn send_capacity(&self) -> usize {
+        self.send_buf.free()
+    }
+
+    /// Effective send MSS (RFC 9293 §3.7.1).
+    pub fn mss(&self) -> u32 {
+        self.send_mss
+    }
+
+    /// Disables (true) or enables (false) Nagle's algorithm (RFC 9293 §3.7.4).
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.config.nodelay = nodelay;
+    }
+
+    pub fn set_keepalive(&mut self, keepalive: Option<KeepaliveConfig>) {
+        self.config.keepalive = keepalive;
+        self.keepalive_probes = 0;
+    }
+
+    pub fn set_user_timeout(&mut self, timeout: Option<Duration>) {
+        self.config.user_timeout = timeout;
+    }
+
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            cwnd: self.cc.window(),
+            ssthresh: self.cc.ssthresh(),
+            ..self.stats
+        }
+    }
+
+    // ----- user calls (RFC 9293 §3.10.1–§3.10.5) -----
+
+    /// Copies as much of `data` into the send buffer as fits; returns how much (0 when full).
+    /// Data written before the handshake completes is sent once it does.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, ConnectionError> {
+        match self.state {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {
+                if self.fin_queued {
+                    Err(ConnectionError::Closing)
+                } else {
+                    Ok(self.send_buf.push(data))
+                }
+            }
+            State::Closed | State::Listen => {
+                Err(self.error.unwrap_or(ConnectionError::NotConnected))
+            }
+            State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => Err(ConnectionError::Closing),
+        }
+    }
+
+    /// Reads in-order data. `Ok(0)` with a non-empty `buf` means the peer closed (EOF);
+    /// [`ConnectionError::WouldBlock`] means nothing has arrived yet.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.recv_buf.read(buf);
+        if n > 0 {
+            if self.window_update_due() {
+                self.ack_pending = true;
+            }
+            return Ok(n);
+        }
+        if self.peer_closed {
+            return Ok(0);
+        }
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        match self.state {
+            State::Closed | State::Listen => Err(ConnectionError::NotConnected),
+            _ => Err(ConnectionError::WouldBlock),
+        }
+    }
+
+    /// CLOSE (RFC 9293 §3.10.4): a FIN follows the buffered data. Half-close: the peer's data is
+    /// still delivered afterwards.
+    pub fn close(&mut self) {
+        match self.state {
+            State::Listen | State::SynSent => self.enter_closed(),
+            // The FIN waits until the SYN is acknowledged and ESTABLISHED is reached.
+            State::SynReceived => self.fin_queued = true,
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            _ => {}
+        }
+    }
+
+    /// ABORT (RFC 9293 §3.10.5): sends `<SEQ=SND.NXT><CTL=RST>` where the peer has a TCB, then
+    /// discards everything and enters CLOSED.
+    pub fn abort(&mut self) {
+        match self.state {
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait => {
+                let rst = self.header(self.snd_nxt, TcpFlags::RST);
+                self.queue_control(rst);
+            }
+            _ => {}
+        }
+        self.recv_buf = RecvBuffer::new(1);
+        self.peer_closed = false;
+        if self.state != State::Closed {
+            self.enter_closed();
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- segment arrival (RFC 9293 §3.10.7) -----
+
+    /// Processes one arriving segment (RFC 9293 §3.10.7).
+    pub fn handle_segment(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
+        self.stats.segments_in += 1;
+        self.stats.bytes_in += payload.len() as u64;
+        match self.state {
+            State::Closed | State::Listen => {
+                // §3.10.7.1: a TCB that is gone answers like no connection.
+                if let Some(rst) = reset_for(header, payload.len()) {
+                    self.queue_control(rst);
+                }
+            }
+            State::SynSent => self.on_segment_syn_sent(header, payload, now),
+            State::TimeWait => self.on_segment_time_wait(header, payload.len(), now),
+            _ => self.on_segment_synchronized(header, payload, now),
+        }
+    }
+
+    /// §3.10.7.3.
+    fn on_segment_syn_sent(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
+        let flags = header.flags;
+        // First, the ACK bit.
+        if flags.ack() && (header.ack <= self.iss || header.ack > self.snd_max) {
+            if let Some(rst) = reset_for(header, payload.len()) {
+                self.queue_control(rst);
+            }
+            return;
+        }
+        let ack_acceptable = flags.ack()
+            && header
+                .ack
+                .in_range_inclusive(self.snd_una + 1u32, self.snd_max);
+        // Second, the RST bit: only a RST that acknowledges our SYN refuses the connection.
+        if flags.rst() {
+            if ack_acceptable {
+                self.fail(ConnectionError::Refused);
+            }
+            return;
+        }
+        // Fourth, the SYN bit.
+        if !flags.syn() {
+            return;
+        }
+        self.take_syn(header);
+        self.last_received = now;
+        if ack_acceptable {
+            self.snd_una = header.ack;
+            self.take_rtt_sample(header.ack, now);
+            self.timers.retransmit = None;
+            self.update_send_window(u32::from(header.window), header.seq, header.ack);
+            self.establish();
+            self.ack_pending = true;
+            // Data or a FIN on the SYN-ACK continues at the sixth step.
+            let payload_seq = header.seq + 1u32;
+            self.process_data_and_fin(header, payload_seq, payload, now);
+        } else {
+            // Simultaneous open (§3.5 figure 7): SYN-RECEIVED, send SYN,ACK.
+            self.state = State::SynReceived;
+            self.rtt_sample = None;
+            self.update_send_window(u32::from(header.window), header.seq, self.iss);
+            self.syn_pending = true;
+        }
+    }
+
+    fn on_segment_time_wait(&mut self, header: &TcpHeader, payload_len: usize, now: Instant) {
+        let Some(mut tw) = self.time_wait else {
+            return;
+        };
+        let outcome = tw.handle_segment(header, payload_len, now);
+        self.time_wait = Some(tw);
+        match outcome {
+            TimeWaitOutcome::Drop | TimeWaitOutcome::Reopen => {}
+            TimeWaitOutcome::Reply(reply) => self.queue_control(reply),
+            TimeWaitOutcome::Closed => self.enter_closed(),
+        }
+    }
+
+    /// §3.10.7.4, SYN-RECEIVED through LAST-ACK.
+    fn on_segment_synchronized(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
+        let flags = header.flags;
+        let seq = header.seq;
+
+        // A retransmission of the SYN we answered means our SYN-ACK was lost: send it again, as
+        // Linux does (the acceptability test would only produce a bare ACK).
+        if self.state == State::SynReceived && flags.syn() && !flags.ack() && seq == self.irs {
+            self.syn_pending = true;
+            return;
+        }
+
+        // First, the sequence number: the four acceptability cases.
+        let seg_len = segment_len(header, payload.len());
+        let rcv_wnd = self.receive_window();
+        let acceptable = match (seg_len, rcv_wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd),
+            (_, 0) => false,
+            (_, _) => {
+                seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd)
+                    || (seq + (seg_len - 1)).in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd)
+            }
+        };
+        // With a zero window, a segment at RCV.NXT still has its ACK and RST processed; its
+        // data is dropped below and acknowledged (§3.10.7.4, "special allowance").
+        let zero_window_probe = !acceptable && rcv_wnd == 0 && seq == self.rcv_nxt;
+        if !acceptable && !zero_window_probe {
+            if !flags.rst() {
+                self.ack_pending = true;
+            }
+            return;
+        }
+        self.last_received = now;
+        self.keepalive_probes = 0;
+
+        // Second, the RST bit (RFC 5961 §3.2: exact match resets, otherwise a challenge ACK).
+        if flags.rst() {
+            if seq != self.rcv_nxt {
+                self.challenge_ack();
+                return;
+            }
+            match self.state {
+                State::SynReceived if self.passive => self.enter_closed(),
+                State::SynReceived => self.fail(ConnectionError::Refused),
+                State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
+                    self.fail(ConnectionError::Reset)
+                }
+                _ => self.enter_closed(),
+            }
+            return;
+        }
+
+        // Fourth, the SYN bit (the third, security, does not apply).
+        if flags.syn() {
+            if self.state == State::SynReceived && self.passive {
+                self.enter_closed();
+            } else {
+                self.challenge_ack();
+            }
+            return;
+        }
+
+        // Fifth, the ACK field.
+        if !flags.ack() {
+            return;
+        }
+        if self.state == State::SynReceived {
+            if !header
+                .ack
+                .in_range_inclusive(self.snd_una + 1u32, self.snd_max)
+            {
+                if let Some(rst) = reset_for(header, payload.len()) {
+                    self.queue_control(rst);
+                }
+                return;
+            }
+            self.update_send_window(
+                u32::from(header.window) << self.snd_shift,
+                header.seq,
+                header.ack,
+            );
+            self.establish();
+        }
+        if !self.process_ack(header, payload.len(), now) {
+            return;
+        }
+        let fin_acked = self.fin_queued && self.snd_una == self.fin_seq() + 1u32;
+        match self.state {
+            State::FinWait1 if fin_acked => self.state = State::FinWait2,
+            State::Closing if fin_acked => {
+                self.enter_time_wait(now);
+                return;
+            }
+            State::LastAck if fin_acked => {
+                self.enter_closed();
+                return;
+            }
+            _ => {}
+        }
+
+        // Sixth, URG: ignored. Seventh and eighth: the segment text and FIN.
+        let payload_seq = seq + u32::from(flags.syn());
+        if zero_window_probe && !payload.is_empty() {
+            self.ack_pending = true;
+            return;
+        }
+        self.process_data_and_fin(header, payload_seq, payload, now);
+    }
+
+    /// Fifth step for synchronized states. Returns false when the segment is to be dropped.
+    fn process_ack(&mut self, header: &TcpHeader, payload_len: usize, now: Instant) -> bool {
+        let ack = header.ack;
+        // RFC 5961 §5.2: SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT, else ACK and drop.
+        if ack > self.snd_max || self.snd_una.distance(ack) > self.max_snd_wnd as i32 {
+            self.ack_pending = true;
+            return false;
+        }
+        let window = u32::from(header.window) << self.snd_shift;
+        let flight_before = self.snd_max - self.snd_una;
+        if ack > self.snd_una {
+            let acked = ack - self.snd_una;
+            let ack_covers_syn = self.snd_una == self.iss;
+            self.take_rtt_sample(ack, now);
+            let data_acked = if ack > self.send_buf_seq {
+                ((ack - self.send_buf_seq) as usize).min(self.send_buf.len())
+            } else {
+                0
+            };
+            self.send_buf.consume(data_acked);
+            self.send_buf_seq += data_acked;
+            self.snd_una = ack;
+            if self.snd_nxt < self.snd_una {
+                self.snd_nxt = self.snd_una;
+            }
+            self.retries = 0;
+            self.dup_acks = 0;
+            let flight = self.snd_max - self.snd_una;
+            if self.in_recovery {
+                if ack >= self.recover {
+                    self.cc.on_recovery_exit(flight);
+                    self.in_recovery = false;
+                } else {
+                    // RFC 6582 §3.2 step 5: retransmit the next hole, deflate cwnd.
+                    self.cc.on_partial_ack(acked);
+                    self.fast_retransmit_pending = true;
+                    if !self.partial_ack_seen {
+                        self.partial_ack_seen = true;
+                        self.timers.retransmit = Some(now + self.rtt.rto());
+                    }
+                }
+            } else {
+                // The SYN's sequence number is no data for congestion control.
+                let acked_data = acked - u32::from(ack_covers_syn);
+                if acked_data > 0 {
+                    self.cc.on_ack(acked_data, flight_before, now);
+                }
+            }
+            // RFC 6298 §5.2 and §5.3.
+            if flight == 0 {
+                self.timers.retransmit = None;
+                self.stalled_since = None;
+            } else {
+                if !self.in_recovery || !self.partial_ack_seen {
+                    self.timers.retransmit = Some(now + self.rtt.rto());
+                }
+                self.stalled_since = Some(now);
+            }
+            if data_acked > 0
+                && !self.fin_queued
+                && matches!(self.state, State::Established | State::CloseWait)
+            {
+                self.push_event(Event::Writable);
+            }
+        } else if ack == self.snd_una
+            && payload_len == 0
+            && !header.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
+            && window == self.snd_wnd
+            && flight_before > 0
+        {
+            // A duplicate ACK (RFC 5681 §2).
+            self.dup_acks += 1;
+            if self.in_recovery {
+                self.cc.on_dup_ack();
+            } else if self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
+                // RFC 6582 §3.2 steps 1–2.
+                self.recover = self.snd_max;
+                self.in_recovery = true;
+                self.partial_ack_seen = false;
+                self.cc.on_fast_retransmit(flight_before, now);
+                self.fast_retransmit_pending = true;
+                self.stats.fast_retransmits += 1;
+            }
+        }
+        // The send window (RFC 9293 §3.10.7.4, fifth step).
+        if ack >= self.snd_una
+            && (self.snd_wl1 < header.seq || (self.snd_wl1 == header.seq && self.snd_wl2 <= ack))
+        {
+            self.update_send_window(window, header.seq, ack);
+        }
+        true
+    }
+
+    /// Seventh and eighth steps: deliver data (reassembling) and process the FIN.
+    fn process_data_and_fin(
+        &mut self,
+        header: &TcpHeader,
+        payload_seq: SeqNum,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let receiving = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        );
+        if !receiving {
+            // CLOSE-WAIT, CLOSING, LAST-ACK: the peer already sent FIN; ignore text and FIN.
+            if !payload.is_empty() || header.flags.fin() {
+                self.ack_pending = true;
+            }
+            return;
+        }
+        let window_end = self.rcv_nxt + self.receive_window().max(1);
+        if !payload.is_empty() {
+            // Trim what was already received; the buffer cuts what lies beyond the window.
+            let skip = if payload_seq < self.rcv_nxt {
+                ((self.rcv_nxt - payload_seq) as usize).min(payload.len())
+            } else {
+                0
+            };
+            let data = &payload[skip..];
+            let start = payload_seq + skip;
+            let offset = (start - self.rcv_nxt) as usize;
+            let in_window = self.receive_window() as usize;
+            let data = &data[..data.len().min(in_window.saturating_sub(offset))];
+            if !data.is_empty() {
+                let had_holes = self.recv_buf.has_out_of_order();
+                let advanced = self.recv_buf.write(offset, data);
+                if advanced > 0 {
+                    self.rcv_nxt += advanced;
+                    self.push_event(Event::Readable);
+                    self.unacked_bytes = self.unacked_bytes.saturating_add(advanced as u32);
+                    // RFC 5681 §4.2: ACK at least every second full-sized segment; at once
+                    // when a segment fills (part of) a hole.
+                    if had_holes || self.unacked_bytes >= 2 * self.send_mss {
+                        self.ack_pending = true;
+                    } else if self.timers.delayed_ack.is_none() {
+                        self.timers.delayed_ack = Some(now + self.config.delayed_ack);
+                    }
+                } else {
+                    // Out of order: duplicate ACK at once (RFC 5681 §4.2).
+                    self.ack_pending = true;
+                }
+            } else {
+                self.ack_pending = true;
+            }
+        }
+        if header.flags.fin() {
+            let fin_seq = payload_seq + payload.len();
+            if fin_seq.in_range(self.rcv_nxt, window_end) && self.pending_fin.is_none() {
+                self.pending_fin = Some(fin_seq);
+            } else if fin_seq < self.rcv_nxt {
+                self.ack_pending = true;
+            }
+        }
+        if let Some(fin_seq) = self.pending_fin {
+            if fin_seq == self.rcv_nxt {
+                self.pending_fin = None;
+                self.receive_fin(now);
+            } else if fin_seq < self.rcv_nxt {
+                // Data continued past a claimed FIN: forget it.
+                self.pending_fin = None;
+            }
+        }
+    }
+
+    /// The peer's FIN is next in sequence (eighth step).
+    fn receive_fin(&mut self, now: Instant) {
+        self.rcv_nxt += 1u32;
+        self.peer_closed = true;
+        self.ack_pending = true;
+        self.push_event(Event::Readable);
+        self.push_event(Event::PeerClosed);
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 => {
+                let fin_acked = self.snd_una == self.fin_seq() + 1u32;
+                if fin_acked {
+                    self.enter_time_wait(now);
+                } else {
+                    self.state = State::Closing;
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    // ----- timers -----
+
+    /// The earliest armed timer; `None` when nothing is armed (always so once CLOSED).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        [
+            self.timers.retransmit,
+            self.timers.persist,
+            self.timers.delayed_ack,
+            self.keepalive_deadline(),
+            self.user_timeout_deadline(),
+            self.time_wait().map(|tw| tw.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires every timer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(tw) = self.time_wait() {
+            if tw.is_expired(now) {
+                self.enter_closed();
+            }
+            return;
+        }
+        if self.state == State::Closed {
+            return;
+        }
+        if self.user_timeout_deadline().is_some_and(|t| t <= now) {
+            // RFC 9293 §3.8.3 / RFC 5482: the user timeout aborts the connection.
+            self.fail(ConnectionError::TimedOut);
+            return;
+        }
+        if self.timers.retransmit.is_some_and(|t| t <= now) {
+            self.on_retransmit_timeout(now);
+            if self.state == State::Closed {
+                return;
+            }
+        }
+        if self.timers.persist.is_some_and(|t| t <= now) {
+            self.on_persist_timeout(now);
+        }
+        if self.timers.delayed_ack.is_some_and(|t| t <= now) {
+            self.timers.delayed_ack = None;
+            self.ack_pending = true;
+        }
+        if self.keepalive_deadline().is_some_and(|t| t <= now) {
+            self.on_keepalive_timeout(now);
+        }
+    }
+
+    /// RFC 6298 §5.4–5.6 with the retry limits of Linux's tcp_syn_retries, tcp_synack_retries
+    /// and tcp_retries2.
+    fn on_retransmit_timeout(&mut self, now: Instant) {
+        self.timers.retransmit = None;
+        let limit = match self.state {
+            State::SynSent => self.config.syn_retries,
+            State::SynReceived => self.config.synack_retries,
+            _ => self.config.data_retries,
+        };
+        if self.retries >= limit {
+            self.fail(ConnectionError::TimedOut);
+            return;
+        }
+        self.retries += 1;
+        self.stats.rtos += 1;
+        self.rtt.backoff();
+        // Karn: nothing sent before now may be timed.
+        self.rtt_sample = None;
+        if matches!(self.state, State::SynSent | State::SynReceived) {
+            self.syn_pending = true;
+        } else {
+            let flight = self.snd_max - self.snd_una;
+            self.cc.on_rto(flight, now);
+            // RFC 6582 §3.2 step 4: no fast retransmit for losses from before the timeout.
+            self.recover = self.snd_max;
+            self.in_recovery = false;
+            self.dup_acks = 0;
+            self.fast_retransmit_pending = false;
+            // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.
+            self.snd_nxt = self.snd_una;
+        }
+        self.timers.retransmit = Some(now + self.rtt.rto());
+    }
+
+    fn on_persist_timeout(&mut self, now: Instant) {
+        self.timers.persist = None;
+        if self.snd_wnd == 0 {
+            // RFC 9293 §3.8.6.1: a zero-window probe, `<SEQ=SND.UNA-1><ACK=RCV.NXT>` like Linux,
+            // answered by an ACK with the current window.
+            let probe = self.header(self.snd_una - 1u32, TcpFlags::ACK);
+            self.queue_control(probe);
+            self.persist_backoff = self.persist_backoff.saturating_add(1);
+            self.timers.persist = Some(now + self.persist_interval());
+        } else {
+            // The override timeout of sender SWS avoidance (RFC 9293 §3.8.6.2.1).
+            self.sws_override = true;
+        }
+    }
+
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        let Some(keepalive) = self.config.keepalive else {
+            return;
+        };
+        if self.keepalive_probes >= keepalive.probes {
+            // Like Linux, tell the peer with a RST that we gave up.
+            let rst = self.header(self.snd_nxt, TcpFlags::RST);
+            self.queue_control(rst);
+            self.fail(ConnectionError::TimedOut);
+            return;
+        }
+        // RFC 9293 §3.8.4: <SEQ=SND.NXT-1>, no data.
+        let probe = self.header(self.snd_nxt - 1u32, TcpFlags::ACK);
+        self.queue_control(probe);
+        self.keepalive_probes += 1;
+        self.last_keepalive_probe = now;
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let keepalive = self.config.keepalive?;
+        if !matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait2
+        ) || self.snd_max != self.snd_una
+            || !self.send_buf.is_empty()
+        {
+            return None;
+        }
+        Some(if self.keepalive_probes == 0 {
+            self.last_received + keepalive.idle
+        } else {
+            self.last_keepalive_probe + keepalive.interval
+        })
+    }
+
+    fn user_timeout_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.user_timeout?;
+        let since = self.stalled_since?;
+        Some(since + timeout)
+    }
+
+    fn persist_interval(&self) -> Duration {
+        let factor = 1u32 << self.persist_backoff.min(16);
+        (self.rtt.rto().saturating_mul(factor)).min(self.config.rto_max)
+    }
+
+    // ----- transmission -----
+
+    /// The next segment to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        let segment = self.next_segment(now);
+        if let Some(segment) = &segment {
+            self.stats.segments_out += 1;
+            self.stats.bytes_out += segment.payload.len() as u64;
+        } else {
+            self.refresh_persist(now);
+        }
+        segment
+    }
+
+    fn next_segment(&mut self, now: Instant) -> Option<Segment> {
+        if let Some(header) = self.control.pop_front() {
+            return Some(Segment {
+                header,
+                payload: Bytes::new(),
+            });
+        }
+        match self.state {
+            State::Closed | State::Listen => return None,
+            State::TimeWait => {
+                let tw = self.time_wait()?;
+                if !std::mem::take(&mut self.ack_pending) {
+                    return None;
+                }
+                return Some(Segment {
+                    header: tw.ack(),
+                    payload: Bytes::new(),
+                });
+            }
+            State::SynSent | State::SynReceived => {
+                if self.syn_pending {
+                    return Some(self.send_syn(now));
+                }
+                if self.ack_pending && self.state == State::SynReceived {
+                    return Some(self.send_ack());
+                }
+                return None;
+            }
+            _ => {}
+        }
+        if self.fast_retransmit_pending {
+            self.fast_retransmit_pending = false;
+            if self.snd_una < self.snd_max {
+                let end = self.snd_max.min(self.snd_una + self.send_mss);
+                self.rtt_sample = None;
+                self.stats.retransmits += 1;
+                return Some(self.send_range(self.snd_una, end, now));
+            }
+        }
+        if let Some(end) = self.next_data_end() {
+            let start = self.snd_nxt;
+            if start < self.snd_max {
+                self.stats.retransmits += 1;
+            }
+            self.sws_override = false;
+            return Some(self.send_range(start, end, now));
+        }
+        if self.ack_pending {
+            return Some(self.send_ack());
+        }
+        None
+    }
+
+    /// Where the next data (or FIN) segment starting at SND.NXT should end, if one may be sent
+    /// now: the usable window (RFC 9293 §3.8.6), sender SWS avoidance (§3.8.6.2.1) and Nagle
+    /// (§3.7.4). Retransmissions after an RTO skip the last two.
+    fn next_data_end(&self) -> Option<SeqNum> {
+        if !matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        ) {
+            return None;
+        }
+        let data_end = self.send_buf_seq + self.send_buf.len();
+        let fin_to_send = self.fin_queued && self.snd_nxt <= data_end;
+        let unsent = if self.snd_nxt < data_end {
+            data_end - self.snd_nxt
+        } else {
+            0
+        };
+        if unsent == 0 {
+            return fin_to_send.then_some(data_end + 1u32);
+        }
+        let window = self.snd_wnd.min(self.cc.window());
+        let window_end = self.snd_una + window;
+        let usable = if window_end > self.snd_nxt {
+            window_end - self.snd_nxt
+        } else {
+            0
+        };
+        let len = unsent.min(usable).min(self.send_mss);
+        if len == 0 {
+            return None;
+        }
+        let end = self.snd_nxt + len;
+        // A FIN rides on the last data segment (FIN needs no window, like Linux).
+        let with_fin = |end: SeqNum| {
+            if fin_to_send && end == data_end {
+                end + 1u32
+            } else {
+                end
+            }
+        };
+        let retransmission = self.snd_nxt < self.snd_max;
+        if len == self.send_mss || retransmission || self.sws_override {
+            return Some(with_fin(end));
+        }
+        let in_flight = self.snd_max != self.snd_una;
+        if len < unsent {
+            // Window-limited and less than a segment: sender SWS avoidance.
+            if !in_flight && len >= self.max_snd_wnd / 2 {
+                return Some(with_fin(end));
+            }
+            return None;
+        }
+        // All remaining data fits in less than a segment: Nagle holds it while data is in
+        // flight, unless disabled or the FIN goes with it.
+        if in_flight && !self.config.nodelay && !self.fin_queued {
+            return None;
+        }
+        Some(with_fin(end))
+    }
+
+    /// Arms the persist timer when data waits, nothing is in flight and the window (zero or too
+    /// small for SWS avoidance) blocks it; disarms it otherwise.
+    fn refresh_persist(&mut self, now: Instant) {
+        let data_end = self.send_buf_seq + self.send_buf.len();
+        let blocked = matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait1 | State::LastAck
+        ) && self.snd_max == self.snd_una
+            && self.snd_nxt < data_end;
+        if !blocked {
+            self.timers.persist = None;
+            self.persist_backoff = 0;
+            if self.snd_max == self.snd_una {
+                self.stalled_since = None;
+            }
+            return;
+        }
+        if self.timers.persist.is_none() {
+            self.timers.persist = Some(now + self.persist_interval());
+        }
+        if self.snd_wnd == 0 && self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    fn send_syn(&mut self, now: Instant) -> Segment {
+        self.syn_pending = false;
+        let flags = if self.state == State::SynSent {
+            TcpFlags::SYN
+        } else {
+            TcpFlags::SYN | TcpFlags::ACK
+        };
+        let mut header = self.header(self.iss, flags);
+        if !flags.ack() {
+            header.ack = SeqNum(0);
+        }
+        // RFC 7323 §2.2: the window field of a SYN is never scaled.
+        header.window = self.recv_buf.window().min(usize::from(u16::MAX)) as u16;
+        header.options = self.options_for(flags);
+        if self.snd_max == self.iss {
+            self.rtt_sample = Some((self.iss + 1u32, now));
+        } else {
+            self.stats.retransmits += 1;
+        }
+        self.snd_nxt = self.iss + 1u32;
+        self.snd_max = self.snd_max.max(self.snd_nxt);
+        if self.state == State::SynReceived {
+            self.rcv_adv = self.rcv_nxt + u32::from(header.window);
+            self.ack_pending = false;
+        }
+        if self.timers.retransmit.is_none() {
+            self.timers.retransmit = Some(now + self.rtt.rto());
+        }
+        Segment {
+            header,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Data from `start` to `end` (a FIN counted in `end` when it falls after the data).
+    fn send_range(&mut self, start: SeqNum, end: SeqNum, now: Instant) -> Segment {
+        let data_end = self.send_buf_seq + self.send_buf.len();
+        let payload_end = end.min(data_end);
+        let len = if payload_end > start {
+            (payload_end - start) as usize
+        } else {
+            0
+        };
+        let offset = (start - self.send_buf_seq) as usize;
+        let payload = self.send_buf.slice(offset, len);
+        let mut flags = TcpFlags::ACK;
+        if len > 0 && payload_end == data_end {
+            flags |= TcpFlags::PSH;
+        }
+        if self.fin_queued && end == data_end + 1u32 {
+            flags |= TcpFlags::FIN;
+        }
+        let header = self.header(start, flags);
+        if start == self.snd_nxt {
+            self.snd_nxt = end;
+        }
+        if end > self.snd_max {
+            if self.rtt_sample.is_none() && start >= self.snd_max {
+                self.rtt_sample = Some((end, now));
+            }
+            self.snd_max = end;
+        }
+        if self.timers.retransmit.is_none() {
+            self.timers.retransmit = Some(now + self.rtt.rto());
+        }
+        if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+        Segment { header, payload }
+    }
+
+    fn send_ack(&mut self) -> Segment {
+        let header = self.header(self.snd_nxt, TcpFlags::ACK);
+        Segment {
+            header,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Every outgoing segment's header is made here: ports, seq, ack, window. Sending an ACK
+    /// clears the pending and delayed ACK.
+    fn header(&mut self, seq: SeqNum, flags: TcpFlags) -> TcpHeader {
+        let mut header = TcpHeader {
+            src_port: self.tuple.local.port(),
+            dst_port: self.tuple.remote.port(),
+            seq,
+            flags,
+            ..TcpHeader::default()
+        };
+        if flags.ack() {
+            header.ack = self.rcv_nxt;
+            header.window = self.advertise_window();
+            self.ack_pending = false;
+            self.unacked_bytes = 0;
+            self.timers.delayed_ack = None;
+        }
+        header
+    }
+
+    /// The single place where options of an outgoing segment are chosen. Only SYNs carry any
+    /// today; timestamps and SACK blocks (issue 5) go here.
+    fn options_for(&self, flags: TcpFlags) -> TcpOptions {
+        let mut options = TcpOptions::default();
+        if flags.syn() {
+            options.mss = Some(self.config.mss);
+            let offer_scale =
+                self.config.window_scaling && (self.state == State::SynSent || self.window_scaling);
+            if offer_scale {
+                options.window_scale = Some(self.rcv_shift_for_buffer());
+            }
+        }
+        options
+    }
+
+    /// The window field for a non-SYN segment, with receiver SWS avoidance (RFC 9293
+    /// §3.8.6.2.2): the right edge moves only by at least min(buffer/2, MSS) and never left.
+    fn advertise_window(&mut self) -> u16 {
+        let max_window = u32::from(u16::MAX) << self.rcv_shift;
+        let available = (self.recv_buf.window() as u32).min(max_window);
+        let potential_edge = self.rcv_nxt + available;
+        let current_edge = self.rcv_adv.max(self.rcv_nxt);
+        let threshold = (self.recv_buf.capacity() as u32 / 2).min(self.send_mss);
+        let edge = if potential_edge > current_edge && potential_edge - current_edge >= threshold {
+            potential_edge
+        } else {
+            current_edge
+        };
+        let window = edge - self.rcv_nxt;
+        // Round up so the scaled window never shrinks; the buffer still cuts anything beyond it.
+        let field = window
+            .div_ceil(1 << self.rcv_shift)
+            .min(u32::from(u16::MAX));
+        self.rcv_adv = self.rcv_nxt + (field << self.rcv_shift);
+        field as u16
+    }
+
+    /// RCV.WND: what we last offered, counted from RCV.NXT.
+    fn receive_window(&self) -> u32 {
+        if self.rcv_adv > self.rcv_nxt {
+            self.rcv_adv - self.rcv_nxt
+        } else {
+            0
+        }
+    }
+
+    /// After the application read: announce a window that doubled and moved by at least
+    /// min(buffer/2, MSS), as Linux's tcp_cleanup_rbuf.
+    fn window_update_due(&self) -> bool {
+        if !matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) {
+            return false;
+        }
+        let current = self.receive_window();
+        let max_window = u32::from(u16::MAX) << self.rcv_shift;
+        let available = (self.recv_buf.window() as u32).min(max_window);
+        let threshold = (self.recv_buf.capacity() as u32 / 2).min(self.send_mss);
+        available > current
+            && available - current >= threshold
+            && current <= self.recv_buf.capacity() as u32 / 2
+            && available >= 2 * current
+    }
+
+    // ----- helpers -----
+
+    /// Takes the peer's SYN: IRS, RCV.NXT and the options (RFC 9293 §3.7.1, RFC 7323 §2).
+    fn take_syn(&mut self, syn: &TcpHeader) {
+        self.irs = syn.seq;
+        self.rcv_nxt = syn.seq + 1u32;
+        let peer_mss = syn.options.mss.unwrap_or(DEFAULT_PEER_MSS);
+        self.send_mss = u32::from(peer_mss.min(self.config.mss)).max(MIN_SEND_MSS);
+        self.cc.set_mss(self.send_mss);
+        match syn.options.window_scale {
+            Some(shift) if self.config.window_scaling => {
+                self.window_scaling = true;
+                self.snd_shift = shift.min(MAX_WINDOW_SHIFT);
+                self.rcv_shift = self.rcv_shift_for_buffer();
+            }
+            _ => {
+                self.window_scaling = false;
+                self.snd_shift = 0;
+                self.rcv_shift = 0;
+            }
+        }
+        self.rcv_adv = self.rcv_nxt + self.recv_buf.window().min(usize::from(u16::MAX));
+    }
+
+    /// The smallest shift that lets the 16-bit field cover the whole receive buffer.
+    fn rcv_shift_for_buffer(&self) -> u8 {
+        let mut shift = 0u8;
+        while shift < MAX_WINDOW_SHIFT
+            && (self.recv_buf.capacity() >> shift) > usize::from(u16::MAX)
+        {
+            shift += 1;
+        }
+        shift
+    }
+
+    fn update_send_window(&mut self, window: u32, seq: SeqNum, ack: SeqNum) {
+        self.snd_wnd = window;
+        self.snd_wl1 = seq;
+        self.snd_wl2 = ack;
+        self.max_snd_wnd = self.max_snd_wnd.max(window);
+    }
+
+    fn take_rtt_sample(&mut self, ack: SeqNum, now: Instant) {
+        if let Some((end, sent)) = self.rtt_sample {
+            if ack >= end {
+                self.rtt.sample(now.saturating_duration_since(sent));
+                self.rtt_sample = None;
+            }
+        }
+    }
+
+    fn establish(&mut self) {
+        if self.retries > 0 {
+            self.rtt.after_syn_timeout();
+        }
+        self.retries = 0;
+        self.syn_pending = false;
+        self.state = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
+        self.push_event(Event::Connected);
+        if !self.fin_queued {
+            self.push_event(Event::Writable);
+        }
+    }
+
+    fn challenge_ack(&mut self) {
+        let ack = self.header(self.snd_nxt, TcpFlags::ACK);
+        self.queue_control(ack);
+    }
+
+    fn fin_seq(&self) -> SeqNum {
+        self.send_buf_seq + self.send_buf.len()
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        let window = self.advertise_window();
+        self.time_wait = Some(TimeWait::new(
+            self.tuple,
+            self.snd_nxt,
+            self.rcv_nxt,
+            window,
+            self.rcv_shift,
+            now,
+            self.config.msl * 2,
+        ));
+        self.timers = Timers::default();
+        self.stalled_since = None;
+        self.send_buf.clear();
+    }
+
+    /// A failure: record it, tell the user, close.
+    fn fail(&mut self, error: ConnectionError) {
+        self.error = Some(error);
+        self.push_event(match error {
+            ConnectionError::TimedOut => Event::TimedOut,
+            _ => Event::Reset,
+        });
+        self.recv_buf = RecvBuffer::new(1);
+        self.enter_closed();
+    }
+
+    fn enter_closed(&mut self) {
+        self.state = State::Closed;
+        self.timers = Timers::default();
+        self.stalled_since = None;
+        self.time_wait = None;
+        self.send_buf.clear();
+        self.syn_pending = false;
+        self.ack_pending = false;
+        self.fast_retransmit_pending = false;
+        self.push_event(Event::Closed);
+    }
+
+    fn queue_control(&mut self, header: TcpHeader) {
+        if self.control.len() < MAX_CONTROL_QUEUE {
+            self.control.push_back(header);
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if !self.events.contains(&event) {
+            self.events.push_back(event);
+        }
+    }
+}
