@@ -479,6 +479,7 @@ pub(crate) fn io_error(error: ConnectionError) -> io::Error {
         ConnectionError::TimedOut => io::ErrorKind::TimedOut,
         ConnectionError::Closing => io::ErrorKind::BrokenPipe,
         ConnectionError::NotConnected => io::ErrorKind::NotConnected,
+        ConnectionError::WouldBlock => io::ErrorKind::WouldBlock,
     };
     io::Error::new(kind, error)
 }

@@ -119,6 +119,10 @@ impl ConnRef {
             let dst = buf.initialize_unfilled();
             match conn.recv(dst) {
                 Ok(n) if n > 0 => Poll::Ready(Ok(n)),
+                Err(ConnectionError::WouldBlock) => {
+                    register(&mut slot.read_waker, cx.waker());
+                    Poll::Pending
+                }
                 Ok(_) | Err(ConnectionError::NotConnected) if receives_more(conn.state()) => {
                     register(&mut slot.read_waker, cx.waker());
                     Poll::Pending

@@ -216,14 +216,4 @@ pub fn listen_action(incoming: &TcpHeader, payload_len: usize) -> ListenAction {
     } else {
         ListenAction::Drop
     }
-
-    /// TCP_NODELAY: `true` turns Nagle's algorithm (RFC 9293 §3.7.4) off.
-    pub fn set_nodelay(&mut self, _nodelay: bool) {
-        todo!()
-    }
-
-    /// Keepalive (RFC 9293 §3.8.4); `None` turns it off. Rearms the idle timer.
-    pub fn set_keepalive(&mut self, _keepalive: Option<KeepaliveConfig>) {
-        todo!()
-    }
 }
