@@ -1,9 +1,18 @@
 //! Frames in and out: AF_XDP, an AF_PACKET raw-socket fallback, and an in-memory link for tests.
 //! Knows Ethernet and MAC addresses, never TCP semantics.
 
+pub mod ethernet;
+mod error;
+pub mod iface;
 pub mod memory;
+pub mod netlink;
+// pub mod raw;
+pub mod xdp;
+
+pub use error::IoError;
 
 use std::io;
+use std::net::SocketAddrV4;
 use std::task::{Context, Poll};
 
 /// A link that moves Ethernet frames for the runtime's driver task.
@@ -24,4 +33,51 @@ pub trait Backend: Send + 'static {
 
     /// Hands every queued frame to the link.
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Steers the segments addressed to `endpoint` (a listener) to this backend from now on;
+    /// when this returns, they no longer reach the kernel. Links that see every frame anyway
+    /// (the in-memory one) keep the default, which does nothing.
+    fn reserve(&mut self, endpoint: SocketAddrV4) -> io::Result<()> {
+        let _ = endpoint;
+        Ok(())
+    }
+
+    /// Undoes [`Backend::reserve`].
+    fn release(&mut self, endpoint: SocketAddrV4) -> io::Result<()> {
+        let _ = endpoint;
+        Ok(())
+    }
+
+    /// Counters for the statistics line and the summary.
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
+    }
+}
+
+/// What a backend has moved and lost. Counters a backend does not have stay zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStats {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames dropped on transmit: no free buffer, ring full, or no neighbour resolved in time.
+    pub tx_dropped: u64,
+    /// Frames queued while their destination MAC is being resolved.
+    pub tx_awaiting_neighbour: u64,
+    /// Frames the kernel dropped before user space saw them (AF_XDP: rx ring full, no fill
+    /// buffer, invalid descriptors; AF_PACKET: socket buffer overruns).
+    pub kernel_dropped: u64,
+    /// XDP program verdicts (xdp backend only), summed over CPUs.
+    pub xdp: XdpCounters,
+}
+
+/// The per-CPU counters of the XDP program, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct XdpCounters {
+    pub redirected: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    /// Reserved segments dropped because no AF_XDP socket was bound to their receive queue.
+    pub no_socket: u64,
 }
