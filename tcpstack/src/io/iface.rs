@@ -53,7 +53,8 @@ impl Interface {
         }
 
         let mut req = ifreq(name);
-        ioctl(&sock, libc::SIOCGIFMTU, &mut req).map_err(|e| IoError::os("ioctl(SIOCGIFMTU)", e))?;
+        ioctl(&sock, libc::SIOCGIFMTU, &mut req)
+            .map_err(|e| IoError::os("ioctl(SIOCGIFMTU)", e))?;
         // SAFETY: SIOCGIFMTU filled the ifru_mtu member.
         let mtu = u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).unwrap_or(1500);
 

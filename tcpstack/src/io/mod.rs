@@ -1,8 +1,8 @@
 //! Frames in and out: AF_XDP, an AF_PACKET raw-socket fallback, and an in-memory link for tests.
 //! Knows Ethernet and MAC addresses, never TCP semantics.
 
-pub mod ethernet;
 mod error;
+pub mod ethernet;
 pub mod iface;
 pub mod memory;
 pub mod netlink;

@@ -57,7 +57,9 @@ impl std::str::FromStr for XdpMode {
             "auto" => Ok(XdpMode::Auto),
             "native" | "drv" | "driver" => Ok(XdpMode::Native),
             "skb" | "generic" => Ok(XdpMode::Skb),
-            other => Err(format!("unknown XDP mode `{other}`: use auto, native or skb")),
+            other => Err(format!(
+                "unknown XDP mode `{other}`: use auto, native or skb"
+            )),
         }
     }
 }
@@ -113,7 +115,8 @@ impl XdpBackend {
             None => return Err(IoError::NoIpv4Address(interface.name.clone())),
         };
         let queue_count = config.queues.unwrap_or(interface.rx_queues).max(1);
-        let mut program = XdpProgram::load_and_attach(&interface.name, interface.index, config.mode)?;
+        let mut program =
+            XdpProgram::load_and_attach(&interface.name, interface.index, config.mode)?;
 
         // Frames carry MTU + Ethernet header (+ a VLAN tag of slack) after XDP's 256-byte headroom.
         let frame_size = if interface.mtu as usize + 18 <= 2048 - 256 {
@@ -200,7 +203,8 @@ fn queue_for(frame: &[u8], queues: usize) -> usize {
         return 0;
     }
     let key = frame.get(30..38).map_or(0u64, |b| {
-        b.iter().fold(0u64, |h, &x| h.wrapping_mul(31).wrapping_add(u64::from(x)))
+        b.iter()
+            .fold(0u64, |h, &x| h.wrapping_mul(31).wrapping_add(u64::from(x)))
     });
     (key % queues as u64) as usize
 }
@@ -255,7 +259,9 @@ impl Backend for XdpBackend {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         let local_mac = self.neighbours.local_mac();
         if let Route::Mac(mac) = self.neighbours.route(frame, tokio::time::Instant::now()) {
-            Self::transmit(&mut self.queues, frame, |copy| write_macs(copy, mac, local_mac));
+            Self::transmit(&mut self.queues, frame, |copy| {
+                write_macs(copy, mac, local_mac)
+            });
         }
         Ok(())
     }

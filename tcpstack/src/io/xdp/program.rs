@@ -11,7 +11,8 @@ use super::XdpMode;
 use crate::io::{IoError, XdpCounters};
 
 /// The object `tcpstack/build.rs` embedded: empty when it was not built (`cargo xtask build`).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstack-ebpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpstack-ebpf.o"));
 
 /// Whether this binary carries the XDP program.
 pub fn object_embedded() -> bool {
@@ -95,7 +96,7 @@ impl XdpProgram {
         let logger = if debug {
             aya_log::EbpfLogger::init(&mut ebpf)
                 .ok()
-                .and_then(|logger| spawn_logger(logger))
+                .and_then(spawn_logger)
         } else {
             None
         };
@@ -106,7 +107,9 @@ impl XdpProgram {
             .try_into()
             .map_err(|e: ProgramError| IoError::EbpfLoad(e.to_string()))?;
         program.load().map_err(|e| match e {
-            ProgramError::SyscallError(ref s) if crate::io::error::is_permission_error(&s.io_error) => {
+            ProgramError::SyscallError(ref s)
+                if crate::io::error::is_permission_error(&s.io_error) =>
+            {
                 IoError::NotPermitted("loading the XDP program")
             }
             ProgramError::LoadError { ref io_error, .. }
@@ -168,8 +171,14 @@ impl XdpProgram {
             .map_err(map_error)
     }
 
-    pub(crate) fn register_socket(&mut self, queue: u32, socket: &impl AsRawFd) -> std::io::Result<()> {
-        self.xsks.set(queue, socket.as_raw_fd(), 0).map_err(map_error)
+    pub(crate) fn register_socket(
+        &mut self,
+        queue: u32,
+        socket: &impl AsRawFd,
+    ) -> std::io::Result<()> {
+        self.xsks
+            .set(queue, socket.as_raw_fd(), 0)
+            .map_err(map_error)
     }
 
     pub(crate) fn counters(&self) -> XdpCounters {

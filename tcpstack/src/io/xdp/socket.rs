@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ::xdp::slab::Slab;
 use ::xdp::socket::{XdpSocket, XdpSocketBuilder};
 use ::xdp::umem::{FrameSize, UmemCfgBuilder};
-use ::xdp::{CompletionRing, Packet, RingConfigBuilder, RxRing, Umem, WakableFillRing, WakableTxRing};
+use ::xdp::{
+    CompletionRing, Packet, RingConfigBuilder, RxRing, Umem, WakableFillRing, WakableTxRing,
+};
 use tokio::io::unix::AsyncFd;
 
 /// Frames handled per pass over the rx ring, and per completion sweep.
@@ -99,13 +101,14 @@ impl XskQueue {
         // SAFETY: the fill ring and the UMEM belong to the same socket.
         let stocked = unsafe { fill.enqueue(&mut umem, stock, false) }?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other("the AF_XDP backend must be created inside a tokio runtime"));
+            return Err(io::Error::other(
+                "the AF_XDP backend must be created inside a tokio runtime",
+            ));
         }
         // SAFETY: the AsyncFd owns the socket, so the descriptor stays open and the same for
         // the AsyncFd's whole life.
-        let socket = unsafe {
-            AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
-        }?;
+        let socket =
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }?;
         Ok(XskQueue {
             zero_copy,
             fill,
@@ -213,7 +216,14 @@ impl XskQueue {
             }
             // SAFETY: a zero-length sendto on an AF_XDP socket only starts transmission.
             let rc = unsafe {
-                libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+                libc::sendto(
+                    fd,
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
             };
             if rc >= 0 {
                 continue;
@@ -238,9 +248,7 @@ impl XskQueue {
     /// The kernel's drop counters for this socket.
     pub(crate) fn kernel_dropped(&self) -> u64 {
         match self.socket.get_ref().statistics() {
-            Ok(s) => {
-                s.rx_dropped + s.rx_invalid_descs + s.tx_invalid_descs + s.rx_ring_full
-            }
+            Ok(s) => s.rx_dropped + s.rx_invalid_descs + s.tx_invalid_descs + s.rx_ring_full,
             Err(_) => 0,
         }
     }
@@ -299,7 +307,8 @@ impl RingView {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let base = NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
         let at = |offset: u64| -> *const AtomicU32 {
             // SAFETY: the kernel places these words inside the first `desc` bytes.
             unsafe { base.as_ptr().add(offset as usize).cast() }
@@ -352,9 +361,8 @@ fn xdp_options(fd: RawFd) -> io::Result<u32> {
 fn getsockopt<T>(fd: RawFd, name: libc::c_int, value: &mut T) -> io::Result<()> {
     let mut len = mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `value` is writable for `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_XDP, name, (value as *mut T).cast(), &mut len)
-    };
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_XDP, name, (value as *mut T).cast(), &mut len) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,0 +1,247 @@
+//! The io backends against the kernel's TCP, without the protocol core: the test itself plays
+//! the server, answering the kernel's SYN with a hand-built SYN-ACK through the backend, and
+//! checks what the kernel of tcpstack's namespace does meanwhile (no RST, ping and other ports
+//! still served).
+
+use std::io::{Read, Write};
+use std::net::SocketAddrV4;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tcpstack::io::xdp::{XdpBackend, XdpConfig, XdpMode};
+use tcpstack::io::{Backend, BackendStats};
+use tcpstack::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
+use tcpstack_integration::{in_netns, Lab};
+
+const PORT: u16 = 7777;
+const OTHER_PORT: u16 = 8888;
+const OUR_ISS: u32 = 0x1234_5678;
+
+/// Waits until the backend delivers a TCP frame matching `wanted`, returning it.
+async fn next_segment(
+    backend: &mut dyn Backend,
+    mut wanted: impl FnMut(&TcpHeader, &[u8]) -> bool,
+) -> Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut found = None;
+        let wait = std::future::poll_fn(|cx| {
+            backend.poll_recv(cx, &mut |frame| {
+                if found.is_some() {
+                    return;
+                }
+                if let Ok((_, packet)) = wire::parse_ethernet_ipv4_tcp(frame) {
+                    if wanted(&packet.tcp, packet.payload) {
+                        found = Some(frame.to_vec());
+                    }
+                }
+            })
+        });
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(result) => {
+                result.context("poll_recv")?;
+            }
+            Err(_) => bail!("no matching segment within 10 s"),
+        }
+        if let Some(frame) = found {
+            return Ok(frame);
+        }
+    }
+}
+
+fn syn_ack_for(syn_frame: &[u8]) -> Result<Vec<u8>> {
+    let (_, syn) = wire::parse_ethernet_ipv4_tcp(syn_frame).map_err(anyhow::Error::msg)?;
+    let header = TcpHeader {
+        src_port: syn.tcp.dst_port,
+        dst_port: syn.tcp.src_port,
+        seq: SeqNum::new(OUR_ISS),
+        ack: SeqNum::new(syn.tcp.seq.value().wrapping_add(1)),
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        window: 65535,
+        urgent_ptr: 0,
+        options: TcpOptions {
+            mss: Some(1460),
+            ..TcpOptions::default()
+        },
+    };
+    let mut frame = Vec::new();
+    // MACs zero: the backend addresses the frame, as the runtime relies on.
+    wire::emit_ethernet_ipv4_tcp(
+        [0; 6],
+        [0; 6],
+        syn.ip.dst,
+        syn.ip.src,
+        &header,
+        &[],
+        1,
+        &mut frame,
+    );
+    Ok(frame)
+}
+
+/// The kernel's `Tcp: OutRsts` counter in namespace `ns`.
+fn out_rsts(lab: &Lab, ns: &str) -> Result<u64> {
+    let snmp = lab.exec_in(ns, &["cat", "/proc/net/snmp"])?;
+    let mut tcp_lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp_lines.next(), tcp_lines.next()) else {
+        bail!("no Tcp lines in /proc/net/snmp");
+    };
+    let index = names
+        .split_whitespace()
+        .position(|n| n == "OutRsts")
+        .context("no OutRsts column")?;
+    values
+        .split_whitespace()
+        .nth(index)
+        .context("short Tcp line")?
+        .parse()
+        .context("OutRsts is not a number")
+}
+
+/// Ping and a kernel listener on another port of namespace A still answer.
+fn kernel_still_served(lab: &Lab) -> Result<()> {
+    lab.exec_in(
+        lab.ns_b(),
+        &["ping", "-c", "1", "-W", "2", &lab.addr_a().to_string()],
+    )
+    .context("ping from the peer namespace")?;
+    let listener = lab.kernel_listen_a(OTHER_PORT)?;
+    let accept = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buf = vec![0u8; 5];
+        stream.read_exact(&mut buf)?;
+        stream.write_all(&buf)?;
+        Ok(buf)
+    });
+    let mut client = lab.peer_connect(lab.addr_a(), OTHER_PORT)?;
+    client.write_all(b"other")?;
+    let mut echoed = [0u8; 5];
+    client.read_exact(&mut echoed)?;
+    assert_eq!(&echoed, b"other");
+    let served = accept
+        .join()
+        .map_err(|_| anyhow::anyhow!("listener thread panicked"))??;
+    assert_eq!(served, b"other");
+    Ok(())
+}
+
+/// What the backend thread reports once the handshake is through.
+struct Handshake {
+    stats: BackendStats,
+}
+
+/// Runs `open` (a backend on namespace A's interface) on a thread inside namespace A, reserves
+/// PORT, and plays the server's side of a handshake with the kernel of namespace B, which
+/// connects and sends "hello". While the backend is still attached, checks that the kernel of A
+/// sent no RST and still serves ping and another port; then drops the backend.
+fn handshake_through<B, F>(lab: &Lab, open: F) -> Result<Handshake>
+where
+    B: Backend,
+    F: FnOnce(String) -> Result<B> + Send,
+{
+    let iface = lab.spec.if_a.clone();
+    let addr_a = lab.addr_a();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (handshake_tx, handshake_rx) = mpsc::channel::<()>();
+    let rsts_before = out_rsts(lab, lab.ns_a())?;
+
+    std::thread::scope(|scope| -> Result<Handshake> {
+        let server = scope.spawn(move || {
+            in_netns(lab.ns_a(), move || -> Result<BackendStats> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let mut backend = open(iface)?;
+                    backend.reserve(SocketAddrV4::new(addr_a, PORT))?;
+                    let _ = ready_tx.send(());
+                    let syn = next_segment(&mut backend, |tcp, _| {
+                        tcp.dst_port == PORT && tcp.flags == TcpFlags::SYN
+                    })
+                    .await
+                    .context("the peer's SYN")?;
+                    backend.send(&syn_ack_for(&syn)?)?;
+                    backend.flush()?;
+                    next_segment(&mut backend, |tcp, payload| {
+                        tcp.dst_port == PORT
+                            && tcp.flags.ack()
+                            && tcp.ack == SeqNum::new(OUR_ISS.wrapping_add(1))
+                            && payload.is_empty()
+                    })
+                    .await
+                    .context("the kernel's ACK of our SYN-ACK")?;
+                    next_segment(&mut backend, |tcp, payload| {
+                        tcp.dst_port == PORT && payload == b"hello"
+                    })
+                    .await
+                    .context("the peer's data")?;
+                    let _ = handshake_tx.send(());
+                    // Stay attached while the test thread checks the kernel's other services.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    while done_rx.try_recv().is_err() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(backend.stats())
+                })
+            })?
+        });
+        let outcome = (|| -> Result<()> {
+            ready_rx
+                .recv_timeout(Duration::from_secs(20))
+                .context("the backend did not start")?;
+            let mut peer = lab.peer_connect(addr_a, PORT)?;
+            peer.write_all(b"hello")?;
+            handshake_rx
+                .recv_timeout(Duration::from_secs(20))
+                .context("the handshake did not complete")?;
+            std::thread::sleep(Duration::from_millis(200));
+            let rsts_after = out_rsts(lab, lab.ns_a())?;
+            assert_eq!(
+                rsts_before, rsts_after,
+                "the kernel of namespace A sent RSTs while the backend held the port"
+            );
+            kernel_still_served(lab)?;
+            drop(peer);
+            Ok(())
+        })();
+        let _ = done_tx.send(());
+        let stats = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
+        outcome?;
+        eprintln!("backend stats: {stats:?}");
+        assert!(
+            stats.rx_frames >= 3,
+            "SYN, ACK and data received: {stats:?}"
+        );
+        assert!(stats.tx_frames >= 1, "SYN-ACK sent: {stats:?}");
+        Ok(Handshake { stats })
+    })
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_backend_steers_the_reserved_port_and_nothing_else() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    let handshake = handshake_through(&lab, |iface| {
+        let mut config = XdpConfig::new(iface);
+        config.mode = XdpMode::Auto;
+        Ok(XdpBackend::new(config)?)
+    })?;
+    let xdp = handshake.stats.xdp;
+    assert!(xdp.redirected >= 3, "SYN, ACK and data redirected: {xdp:?}");
+    assert!(xdp.passed >= 1, "ping and the other port passed: {xdp:?}");
+    assert_eq!(xdp.no_socket, 0);
+    // Detached with the backend: the reserved port is the kernel's again (refused, not stolen).
+    let refused = lab.peer_connect(lab.addr_a(), PORT);
+    assert!(
+        refused.is_err(),
+        "nothing listens on the port once the backend is gone"
+    );
+    lab.destroy()
+}
