@@ -246,6 +246,8 @@ struct TestParams {
     block_limit: Option<u64>,
     block_len: usize,
     get_server_output: bool,
+    /// `-b`: the rate of each stream we send on, bits per second.
+    stream_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +288,7 @@ impl TestParams {
             block_limit: number("blockcount").map(|n| n as u64).filter(|&n| n > 0),
             block_len,
             get_server_output: flag("get_server_output"),
+            stream_rate: number("bandwidth").map(|n| n as u64).filter(|&n| n > 0),
         })
     }
 
@@ -449,7 +452,7 @@ async fn run_streams<S: AppStream>(
 ) -> Result<TestSummary, TestError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters: Vec<Arc<AtomicU64>> = directions.iter().map(|_| Arc::default()).collect();
-    let budget = Arc::new(SendBudget::new(params));
+    let limits = Arc::new(SendLimits::new(params));
     let block: Arc<[u8]> = (0..params.block_len as u64)
         .map(super::http::pattern_byte)
         .collect();
@@ -462,9 +465,9 @@ async fn run_streams<S: AppStream>(
                 workers.spawn(async move { (index, receive(stream, moved, stop).await) })
             }
             Direction::Send => {
-                let (budget, block) = (budget.clone(), block.clone());
+                let (limits, block) = (limits.clone(), block.clone());
                 workers
-                    .spawn(async move { (index, send(stream, moved, budget, block, stop).await) })
+                    .spawn(async move { (index, send(stream, moved, limits, block, stop).await) })
             }
         };
     }
@@ -545,21 +548,24 @@ async fn run_streams<S: AppStream>(
     Ok(TestSummary { streams, seconds })
 }
 
-/// `-n` / `-k` for the streams we send on: shared by all of them, as iperf3 counts test-wide.
-struct SendBudget {
+/// What bounds the streams we send on: `-n` / `-k`, shared by all of them as iperf3 counts
+/// test-wide, and `-b`, per stream.
+struct SendLimits {
     bytes: AtomicU64,
     blocks: AtomicU64,
     byte_limit: Option<u64>,
     block_limit: Option<u64>,
+    stream_rate: Option<u64>,
 }
 
-impl SendBudget {
+impl SendLimits {
     fn new(params: &TestParams) -> Self {
         Self {
             bytes: AtomicU64::new(0),
             blocks: AtomicU64::new(0),
             byte_limit: params.byte_limit,
             block_limit: params.block_limit,
+            stream_rate: params.stream_rate,
         }
     }
 
@@ -604,17 +610,28 @@ async fn receive<S: AppStream>(
     }
 }
 
-/// Sends blocks on one stream until told to stop or until the test's budget is spent.
+/// Sends blocks on one stream until told to stop or until the test's byte or block limit is
+/// reached, at the `-b` rate if there is one.
 async fn send<S: AppStream>(
     mut stream: S,
     moved: Arc<AtomicU64>,
-    budget: Arc<SendBudget>,
+    limits: Arc<SendLimits>,
     block: Arc<[u8]>,
     mut stop: watch::Receiver<bool>,
 ) -> S {
     let mut position = 0;
+    let (started, mut sent) = (Instant::now(), 0u64);
     loop {
-        if position == 0 && budget.exhausted() {
+        if let Some(rate) = limits.stream_rate {
+            // -b: wait until the bytes sent so far are due at this rate.
+            let due = started + Duration::from_secs_f64(sent as f64 * 8.0 / rate as f64);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = sleep_until(due) => {}
+            }
+        }
+        if position == 0 && limits.exhausted() {
             let _ = stop.changed().await;
             break;
         }
@@ -624,11 +641,12 @@ async fn send<S: AppStream>(
             written = stream.write(&block[position..]) => match written {
                 Ok(n) if n > 0 => {
                     moved.fetch_add(n as u64, Ordering::Relaxed);
-                    budget.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    limits.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    sent += n as u64;
                     position += n;
                     if position == block.len() {
                         position = 0;
-                        budget.blocks.fetch_add(1, Ordering::Relaxed);
+                        limits.blocks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 _ => { let _ = stop.changed().await; break; }
@@ -808,9 +826,10 @@ mod tests {
 
     #[test]
     fn parameters_of_a_reverse_byte_limited_test() {
-        let json = json!({"tcp": true, "time": 0, "num": 10485760, "parallel": 1, "reverse": true});
+        let json = json!({"tcp": true, "time": 0, "num": 10485760, "parallel": 1, "reverse": true, "bandwidth": 1000000});
         let params = TestParams::from_json(&json).expect("valid parameters");
         assert_eq!(params.byte_limit, Some(10_485_760));
+        assert_eq!(params.stream_rate, Some(1_000_000));
         assert_eq!(params.block_len, DEFAULT_BLOCK_LEN);
         assert_eq!(params.directions(), [Direction::Send]);
     }
