@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use tcpstack::io::raw::{iptables, remove_leftover_rules, IptablesGuard, RawBackend, RawConfig};
 use tcpstack::io::xdp::{XdpBackend, XdpConfig, XdpMode};
 use tcpstack::io::{Backend, BackendStats};
 use tcpstack::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
@@ -126,16 +127,23 @@ fn kernel_still_served(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// What the backend thread reports once the handshake is through.
+/// What [`handshake_through`] saw.
 struct Handshake {
     stats: BackendStats,
+    /// RSTs the kernel of namespace A sent (by its own count) while the backend held the port.
+    kernel_rsts: u64,
 }
 
 /// Runs `open` (a backend on namespace A's interface) on a thread inside namespace A, reserves
 /// PORT, and plays the server's side of a handshake with the kernel of namespace B, which
-/// connects and sends "hello". While the backend is still attached, checks that the kernel of A
-/// sent no RST and still serves ping and another port; then drops the backend.
-fn handshake_through<B, F>(lab: &Lab, open: F) -> Result<Handshake>
+/// connects and sends "hello". While the backend is still attached, counts the RSTs the kernel
+/// of A sent, checks it still serves ping and another port, and runs `while_attached`; then
+/// drops the backend.
+fn handshake_through<B, F>(
+    lab: &Lab,
+    open: F,
+    while_attached: impl FnOnce() -> Result<()>,
+) -> Result<Handshake>
 where
     B: Backend,
     F: FnOnce(String) -> Result<B> + Send,
@@ -187,7 +195,7 @@ where
                 })
             })?
         });
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<u64> {
             ready_rx
                 .recv_timeout(Duration::from_secs(20))
                 .context("the backend did not start")?;
@@ -197,27 +205,24 @@ where
                 .recv_timeout(Duration::from_secs(20))
                 .context("the handshake did not complete")?;
             std::thread::sleep(Duration::from_millis(200));
-            let rsts_after = out_rsts(lab, lab.ns_a())?;
-            assert_eq!(
-                rsts_before, rsts_after,
-                "the kernel of namespace A sent RSTs while the backend held the port"
-            );
+            let rsts = out_rsts(lab, lab.ns_a())? - rsts_before;
             kernel_still_served(lab)?;
+            while_attached()?;
             drop(peer);
-            Ok(())
+            Ok(rsts)
         })();
         let _ = done_tx.send(());
         let stats = server
             .join()
             .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
-        outcome?;
+        let kernel_rsts = outcome?;
         eprintln!("backend stats: {stats:?}");
         assert!(
             stats.rx_frames >= 3,
             "SYN, ACK and data received: {stats:?}"
         );
         assert!(stats.tx_frames >= 1, "SYN-ACK sent: {stats:?}");
-        Ok(Handshake { stats })
+        Ok(Handshake { stats, kernel_rsts })
     })
 }
 
@@ -228,11 +233,19 @@ fn xdp_backend_steers_the_reserved_port_and_nothing_else() -> Result<()> {
         bail!("eBPF object missing: run `cargo xtask build` before these tests");
     }
     let lab = Lab::new()?;
-    let handshake = handshake_through(&lab, |iface| {
-        let mut config = XdpConfig::new(iface);
-        config.mode = XdpMode::Auto;
-        Ok(XdpBackend::new(config)?)
-    })?;
+    let handshake = handshake_through(
+        &lab,
+        |iface| {
+            let mut config = XdpConfig::new(iface);
+            config.mode = XdpMode::Auto;
+            Ok(XdpBackend::new(config)?)
+        },
+        || Ok(()),
+    )?;
+    assert_eq!(
+        handshake.kernel_rsts, 0,
+        "the kernel of namespace A never saw the reserved port's segments"
+    );
     let xdp = handshake.stats.xdp;
     assert!(xdp.redirected >= 3, "SYN, ACK and data redirected: {xdp:?}");
     assert!(xdp.passed >= 1, "ping and the other port passed: {xdp:?}");
@@ -243,5 +256,69 @@ fn xdp_backend_steers_the_reserved_port_and_nothing_else() -> Result<()> {
         refused.is_err(),
         "nothing listens on the port once the backend is gone"
     );
+    lab.destroy()
+}
+
+/// Packets counted by the OUTPUT rules carrying tcpstack's comment in namespace `ns`.
+fn tcpstack_rule_hits(lab: &Lab, ns: &str) -> Result<Option<u64>> {
+    let listing = lab.exec_in(ns, &["iptables", "-w", "-L", "OUTPUT", "-v", "-n", "-x"])?;
+    let mut hits = None;
+    for line in listing.lines().filter(|l| l.contains("/* tcpstack */")) {
+        let packets: u64 = line
+            .split_whitespace()
+            .next()
+            .context("empty rule line")?
+            .parse()
+            .context("packet count")?;
+        hits = Some(hits.unwrap_or(0) + packets);
+    }
+    Ok(hits)
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn raw_backend_sees_the_reserved_port_and_its_rule_hides_the_kernels_rsts() -> Result<()> {
+    let lab = Lab::new()?;
+    let handshake = handshake_through(
+        &lab,
+        |iface| Ok(RawBackend::new(RawConfig::new(iface))?),
+        || {
+            // The kernel answered the SYN with a RST; the rule dropped it (else the peer's
+            // connect would have been refused before our SYN-ACK arrived).
+            let hits = tcpstack_rule_hits(&lab, lab.ns_a())?;
+            assert!(
+                matches!(hits, Some(n) if n >= 1),
+                "tcpstack's rules dropped the kernel's RSTs: {hits:?}"
+            );
+            Ok(())
+        },
+    )?;
+    assert!(
+        handshake.kernel_rsts >= 1,
+        "the kernel of A still sees the port in raw mode"
+    );
+    assert_eq!(
+        tcpstack_rule_hits(&lab, lab.ns_a())?,
+        None,
+        "the rules are gone with the backend"
+    );
+    lab.destroy()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn leftover_rules_are_removed() -> Result<()> {
+    let lab = Lab::new()?;
+    let addr = lab.addr_a();
+    let removed = in_netns(lab.ns_a(), move || -> Result<usize> {
+        let mut guard = IptablesGuard::new();
+        guard.add(iptables::rule(addr, "7"))?;
+        guard.add(iptables::rule(addr, &iptables::port_range(61000, 65535)))?;
+        // A killed process never runs Drop.
+        std::mem::forget(guard);
+        Ok(remove_leftover_rules()?)
+    })??;
+    assert_eq!(removed, 2);
+    assert_eq!(tcpstack_rule_hits(&lab, lab.ns_a())?, None);
     lab.destroy()
 }

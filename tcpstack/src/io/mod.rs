@@ -6,7 +6,7 @@ pub mod ethernet;
 pub mod iface;
 pub mod memory;
 pub mod netlink;
-// pub mod raw;
+pub mod raw;
 pub mod xdp;
 
 pub use error::IoError;
