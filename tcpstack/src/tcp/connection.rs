@@ -85,6 +85,8 @@ pub struct Connection {
     send_buf_seq: SeqNum,
     /// The user called close(): a FIN follows the buffered data.
     fin_queued: bool,
+    /// End of the last data segment shorter than the MSS (Minshall's Nagle variant, as Linux).
+    snd_small_end: SeqNum,
 
     // Receive sequence space.
     irs: SeqNum,
@@ -157,6 +159,7 @@ impl Connection {
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,
             fin_queued: false,
+            snd_small_end: iss,
             irs: SeqNum(0),
             rcv_nxt: SeqNum(0),
             rcv_shift: 0,
@@ -383,6 +386,7 @@ impl Connection {
             State::TimeWait => self.on_segment_time_wait(header, payload.len(), now),
             _ => self.on_segment_synchronized(header, payload, now),
         }
+        self.refresh_persist(now);
     }
 
     /// §3.10.7.3.
@@ -1015,8 +1019,11 @@ impl Connection {
             return None;
         }
         // All remaining data fits in less than a segment: Nagle holds it while data is in
-        // flight, unless disabled or the FIN goes with it.
-        if in_flight && !self.config.nodelay && !self.fin_queued {
+        // flight, unless disabled or the FIN goes with it. Like Linux, only an unacknowledged
+        // *small* segment holds it back (Minshall's variant), so a write of MSS + a few bytes
+        // goes out whole.
+        let small_in_flight = self.snd_small_end > self.snd_una;
+        if small_in_flight && !self.config.nodelay && !self.fin_queued {
             return None;
         }
         Some(with_fin(end))
@@ -1030,7 +1037,8 @@ impl Connection {
             self.state,
             State::Established | State::CloseWait | State::FinWait1 | State::LastAck
         ) && self.snd_max == self.snd_una
-            && self.snd_nxt < data_end;
+            && self.snd_nxt < data_end
+            && self.next_data_end().is_none();
         if !blocked {
             self.timers.persist = None;
             self.persist_backoff = 0;
@@ -1100,6 +1108,9 @@ impl Connection {
             flags |= TcpFlags::FIN;
         }
         let header = self.header(start, flags);
+        if len > 0 && (len as u32) < self.send_mss {
+            self.snd_small_end = self.snd_small_end.max(payload_end);
+        }
         if start == self.snd_nxt {
             self.snd_nxt = end;
         }
@@ -1326,6 +1337,30 @@ impl Connection {
         self.ack_pending = false;
         self.fast_retransmit_pending = false;
         self.push_event(Event::Closed);
+    }
+
+    /// Internal invariants, checked by the property tests after every step.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self, now: Instant) {
+        assert!(self.snd_una <= self.snd_nxt, "SND.UNA <= SND.NXT");
+        assert!(self.snd_nxt <= self.snd_max, "SND.NXT <= SND.MAX");
+        assert!(self.send_buf.len() <= self.config.send_buffer);
+        assert!(self.recv_buf.readable() <= self.recv_buf.capacity());
+        assert!(self.recv_buf.capacity() <= self.config.recv_buffer.max(1));
+        assert!(self.control.len() <= MAX_CONTROL_QUEUE);
+        assert!(self.events.len() <= 7, "events are deduplicated");
+        if self.state != State::Closed && self.state != State::TimeWait {
+            assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_max);
+        }
+        if self.state == State::Closed {
+            assert_eq!(self.poll_timeout(), None, "nothing armed once CLOSED");
+        }
+        if let Some(at) = self.poll_timeout() {
+            assert!(
+                at > now,
+                "a timer due at or before now survived handle_timeout"
+            );
+        }
     }
 
     fn queue_control(&mut self, header: TcpHeader) {

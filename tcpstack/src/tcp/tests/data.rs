@@ -1,1 +1,292 @@
-//! (more tests follow)
+//! Data transfer: delayed ACK, reassembly, Nagle, windows and their scaling, SWS avoidance,
+//! zero-window probing, and the acceptability test.
+
+use super::*;
+use crate::tcp::ConnectionError;
+
+const MSS: usize = 1460;
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| i as u8).collect()
+}
+
+/// The window field we announce after `unread` bytes sit in a 256 KiB buffer (shift 3, edge held).
+fn window_after(unread: u32) -> u16 {
+    (262_144 - unread).div_ceil(8) as u16
+}
+
+#[test]
+fn in_order_data_is_acked_after_the_delayed_ack_timeout() {
+    let mut h = Harness::established();
+    h.send_data(&seg(P | A, IRS + 1, ISS + 1), b"hello");
+    assert_eq!(h.drain_events(), vec![Event::Readable]);
+    h.expect_nothing();
+    assert_eq!(h.conn.poll_timeout(), Some(h.now + ms(40)));
+    h.advance(ms(39));
+    h.expect_nothing();
+    h.advance(ms(1));
+    h.expect_exact(A, ISS + 1, IRS + 6, window_after(5), b"");
+    h.expect_nothing();
+    assert_eq!(h.conn.poll_timeout(), None);
+    assert_eq!(h.read_all(), b"hello");
+    assert_eq!(h.conn.recv(&mut [0; 4]), Err(ConnectionError::WouldBlock));
+}
+
+#[test]
+fn every_second_full_segment_is_acked_at_once() {
+    let mut h = Harness::established();
+    let data = payload(2 * MSS);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..MSS]);
+    h.expect_nothing();
+    h.send_data(&seg(A, IRS + 1 + MSS as u32, ISS + 1), &data[MSS..]);
+    h.expect_exact(
+        A,
+        ISS + 1,
+        IRS + 1 + 2 * MSS as u32,
+        window_after(2 * MSS as u32),
+        b"",
+    );
+    assert_eq!(h.conn.poll_timeout(), None, "the delayed ACK was sent");
+    assert_eq!(h.read_all(), data);
+}
+
+#[test]
+fn out_of_order_data_is_acked_at_once_and_reassembled() {
+    let mut h = Harness::established();
+    let data = payload(300);
+    h.send_data(&seg(A, IRS + 201, ISS + 1), &data[200..]);
+    h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    h.send_data(&seg(A, IRS + 101, ISS + 1), &data[100..200]);
+    h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(h.conn.recv(&mut [0; 10]), Err(ConnectionError::WouldBlock));
+    // The hole fills: everything is acknowledged immediately (RFC 5681 §4.2).
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..100]);
+    h.expect_exact(A, ISS + 1, IRS + 301, window_after(300), b"");
+    assert_eq!(h.read_all(), data);
+}
+
+#[test]
+fn duplicate_and_overlapping_segments_deliver_each_byte_once() {
+    let mut h = Harness::established();
+    let data = payload(50);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..30]);
+    // Overlaps what we have and adds 20 more bytes.
+    h.send_data(&seg(A, IRS + 11, ISS + 1), &data[10..50]);
+    h.advance(ms(40));
+    h.expect(A, ISS + 1, IRS + 51);
+    // An old duplicate is acknowledged at once.
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..30]);
+    h.expect(A, ISS + 1, IRS + 51);
+    assert_eq!(h.read_all(), data);
+}
+
+#[test]
+fn ack_of_unsent_data_is_answered_and_dropped() {
+    let mut h = Harness::established();
+    h.send_data(&seg(P | A, IRS + 1, ISS + 100), b"data");
+    h.expect(A, ISS + 1, IRS + 1);
+    h.expect_nothing();
+    assert_eq!(h.conn.recv(&mut [0; 4]), Err(ConnectionError::WouldBlock));
+}
+
+#[test]
+fn segment_without_ack_is_dropped() {
+    let mut h = Harness::established();
+    h.send_data(&seg(P, IRS + 1, 0), b"data");
+    h.expect_nothing();
+    assert_eq!(h.conn.recv(&mut [0; 4]), Err(ConnectionError::WouldBlock));
+}
+
+#[test]
+fn sends_an_initial_window_of_ten_segments_then_waits_for_acks() {
+    let mut h = Harness::established();
+    let data = payload(20 * MSS);
+    assert_eq!(h.conn.send(&data), Ok(data.len()));
+    for i in 0..10u32 {
+        let s = h.expect(A, ISS + 1 + i * MSS as u32, IRS + 1);
+        assert_eq!(s.payload.len(), MSS);
+    }
+    h.expect_nothing();
+    // An ACK of two segments opens room for four more (slow start adds 2·SMSS).
+    h.send(&seg(A, IRS + 1, ISS + 1 + 2 * MSS as u32));
+    for i in 10..14u32 {
+        h.expect(A, ISS + 1 + i * MSS as u32, IRS + 1);
+    }
+    h.expect_nothing();
+    assert_eq!(h.conn.stats().cwnd, 12 * MSS as u32);
+}
+
+#[test]
+fn last_segment_of_a_write_carries_psh() {
+    let mut h = Harness::established();
+    let data = payload(MSS + 10);
+    h.conn.send(&data).expect("room");
+    h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, &data[..MSS]);
+    h.expect_exact(
+        P | A,
+        ISS + 1 + MSS as u32,
+        IRS + 1,
+        SCALED_WINDOW,
+        &data[MSS..],
+    );
+}
+
+#[test]
+fn nagle_holds_small_segments_while_a_small_one_is_in_flight() {
+    let mut h = Harness::established();
+    h.conn.send(b"a").expect("room");
+    h.expect_exact(P | A, ISS + 1, IRS + 1, SCALED_WINDOW, b"a");
+    h.conn.send(b"b").expect("room");
+    h.conn.send(b"c").expect("room");
+    h.expect_nothing();
+    h.send(&seg(A, IRS + 1, ISS + 2));
+    h.expect_exact(P | A, ISS + 2, IRS + 1, SCALED_WINDOW, b"bc");
+}
+
+#[test]
+fn nodelay_sends_small_segments_at_once() {
+    let mut h = Harness::established();
+    h.conn.set_nodelay(true);
+    h.conn.send(b"a").expect("room");
+    h.expect(P | A, ISS + 1, IRS + 1);
+    h.conn.send(b"b").expect("room");
+    h.expect_exact(P | A, ISS + 2, IRS + 1, SCALED_WINDOW, b"b");
+}
+
+#[test]
+fn peer_window_is_scaled_except_in_the_syn() {
+    let mut h = Harness::established();
+    // The SYN-ACK's 65535 was unscaled; now 20 << 7 = 2560 bytes.
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1), 20));
+    let data = payload(3000);
+    h.conn.send(&data).expect("room");
+    h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, &data[..MSS]);
+    // 1100 more would fit, but less than an MSS while data is in flight: SWS avoidance waits.
+    h.expect_nothing();
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1461), 20));
+    h.expect_exact(A, ISS + 1461, IRS + 1, SCALED_WINDOW, &data[MSS..2 * MSS]);
+    h.expect_exact(P | A, ISS + 2921, IRS + 1, SCALED_WINDOW, &data[2 * MSS..]);
+    h.expect_nothing();
+}
+
+#[test]
+fn sender_sws_avoidance_waits_for_a_useful_window() {
+    let mut h = Harness::established();
+    // max(SND.WND) so far is 65535; 10 << 7 = 1280 < half of it and less than an MSS.
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1), 10));
+    h.conn.send(&payload(5000)).expect("room");
+    h.expect_nothing();
+    // The persist timer doubles as the SWS override timer: after it, the small window is used.
+    assert_eq!(h.fire_next_timer(), ms(200));
+    let s = h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(s.payload.len(), 1280);
+}
+
+#[test]
+fn zero_window_is_probed_with_backoff_until_it_opens() {
+    let mut h = Harness::established();
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1), 0));
+    h.conn.send(b"waiting").expect("room");
+    h.expect_nothing();
+    // RTO is 200 ms (the handshake's sample); probes at 200, 400, 800 ms intervals.
+    for (i, interval) in [200, 400, 800, 1600].into_iter().enumerate() {
+        assert_eq!(h.fire_next_timer(), ms(interval), "probe {i}");
+        h.expect_exact(A, ISS, IRS + 1, SCALED_WINDOW, b"");
+        h.expect_nothing();
+        h.send(&with_window(seg(A, IRS + 1, ISS + 1), 0));
+        h.expect_nothing();
+    }
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1), 100));
+    h.expect_exact(P | A, ISS + 1, IRS + 1, SCALED_WINDOW, b"waiting");
+    h.send(&seg(A, IRS + 1, ISS + 8));
+    assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn our_window_closes_as_the_application_lags_and_reopens_with_an_update() {
+    let config = Config {
+        recv_buffer: 4000,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    let data = payload(4000);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..1460]);
+    h.send_data(&seg(A, IRS + 1461, ISS + 1), &data[1460..2920]);
+    // No scaling needed for 4000 bytes: shift 0, window counts down.
+    h.expect_exact(A, ISS + 1, IRS + 2921, 4000 - 2920, b"");
+    h.send_data(&seg(A, IRS + 2921, ISS + 1), &data[2920..]);
+    h.advance(ms(40));
+    h.expect_exact(A, ISS + 1, IRS + 4001, 0, b"");
+    // Beyond the window: not acceptable, just acknowledged.
+    h.send_data(&seg(A, IRS + 4001, ISS + 1), b"more");
+    h.expect_exact(A, ISS + 1, IRS + 4001, 0, b"");
+    // A zero-window probe (old sequence number) gets the same answer.
+    h.send(&seg(A, IRS + 4000, ISS + 1));
+    h.expect_exact(A, ISS + 1, IRS + 4001, 0, b"");
+    // Reading less than an MSS does not move the edge (receiver SWS avoidance)...
+    let mut small = [0u8; 1000];
+    assert_eq!(h.conn.recv(&mut small), Ok(1000));
+    h.expect_nothing();
+    // ...reading an MSS or more sends a window update.
+    let mut more = [0u8; 1000];
+    assert_eq!(h.conn.recv(&mut more), Ok(1000));
+    h.expect_exact(A, ISS + 1, IRS + 4001, 2000, b"");
+    h.expect_nothing();
+}
+
+#[test]
+fn fin_at_zero_window_is_accepted() {
+    let config = Config {
+        recv_buffer: 1000,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &payload(1000));
+    h.advance(ms(40));
+    h.expect_exact(A, ISS + 1, IRS + 1001, 0, b"");
+    h.send(&seg(F | A, IRS + 1001, ISS + 1));
+    h.expect(A, ISS + 1, IRS + 1002);
+    assert_eq!(h.conn.state(), State::CloseWait);
+}
+
+#[test]
+fn out_of_order_fin_is_processed_when_the_hole_fills() {
+    let mut h = Harness::established();
+    h.send_data(&seg(F | A, IRS + 6, ISS + 1), b"world");
+    h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(h.conn.state(), State::Established);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), b"hello");
+    assert_eq!(h.conn.state(), State::CloseWait);
+    h.expect(A, ISS + 1, IRS + 12);
+    assert_eq!(h.read_all(), b"helloworld");
+    assert_eq!(h.conn.recv(&mut [0; 4]), Ok(0));
+}
+
+#[test]
+fn data_after_our_fin_is_still_acked_when_peer_wrote_everything() {
+    let mut h = Harness::established();
+    h.conn.close();
+    h.expect(F | A, ISS + 1, IRS + 1);
+    h.send_data(&seg(P | A, IRS + 1, ISS + 1), b"late");
+    assert_eq!(h.conn.state(), State::FinWait1);
+    h.advance(ms(40));
+    h.expect(A, ISS + 2, IRS + 5);
+    assert_eq!(h.read_all(), b"late");
+}
+
+#[test]
+fn send_buffer_is_bounded_and_writable_follows_acks() {
+    let config = Config {
+        send_buffer: 3000,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    assert_eq!(h.conn.send(&payload(5000)), Ok(3000));
+    assert_eq!(h.conn.send(b"x"), Ok(0));
+    h.expect(A, ISS + 1, IRS + 1);
+    h.expect(A, ISS + 1461, IRS + 1);
+    h.expect(P | A, ISS + 2921, IRS + 1);
+    h.send(&seg(A, IRS + 1, ISS + 1461));
+    assert_eq!(h.drain_events(), vec![Event::Writable]);
+    assert_eq!(h.conn.send_capacity(), 1460);
+}

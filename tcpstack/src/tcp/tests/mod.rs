@@ -54,6 +54,11 @@ pub(super) fn seg(flags: TcpFlags, seq: u32, ack: u32) -> TcpHeader {
     }
 }
 
+pub(super) fn with_window(mut header: TcpHeader, window: u16) -> TcpHeader {
+    header.window = window;
+    header
+}
+
 pub(super) fn syn_options(mss: u16, window_scale: Option<u8>) -> TcpOptions {
     TcpOptions {
         mss: Some(mss),
