@@ -114,3 +114,56 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+fn curl(args: &[&str]) -> Vec<u8> {
+    let output = match std::process::Command::new("curl")
+        .args(["--silent", "--show-error"])
+        .args(args)
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) => {
+            panic!("curl is missing ({error}): install the Debian package (`apt-get install curl`)")
+        }
+    };
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_the_pattern_and_reuses_its_connection() {
+    use sha2::{Digest, Sha256};
+    let (addr, accepted) = start_server().await;
+    let url = format!("http://{addr}/bytes/10000000");
+    let body = tokio::task::spawn_blocking(move || curl(&[&url]))
+        .await
+        .expect("curl task");
+    assert_eq!(body.len(), 10_000_000);
+    assert_eq!(
+        <[u8; 32]>::from(Sha256::digest(&body)),
+        pattern_sha256(10_000_000)
+    );
+
+    // Two URLs in one curl run: the second goes over the first one's connection.
+    let (first, second) = (format!("http://{addr}/"), format!("http://{addr}/bytes/5"));
+    let connects = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects} ",
+            &first,
+            &second,
+        ])
+    })
+    .await
+    .expect("curl task");
+    assert_eq!(String::from_utf8_lossy(&connects), "1 0 ");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
