@@ -292,47 +292,50 @@ pub async fn run<C: Connector>(
     })
 }
 
-/// Writes blocks until the deadline while a second task drains the other direction; then
-/// half-closes and waits (a little) for the server's FIN.
+/// Writes blocks until the deadline while draining the other direction at the same time; then
+/// half-closes and waits (until the grace period ends) for the server's FIN.
 async fn bulk<S: AppStream>(stream: S, size: usize, deadline: Instant) -> Tally {
-    let mut tally = Tally::new();
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let drain = tokio::spawn(async move {
+    let writing = async {
+        let mut tally = Tally::new();
+        let block: Vec<u8> = (0..size as u64).map(super::http::pattern_byte).collect();
+        while Instant::now() < deadline {
+            let begun = Instant::now();
+            match timeout_at(deadline + GRACE, writer.write_all(&block)).await {
+                Ok(Ok(())) => {
+                    latency::record(&mut tally.latency, begun.elapsed());
+                    tally.bytes_sent += size as u64;
+                    tally.transactions += 1;
+                }
+                Ok(Err(error)) => {
+                    tally.failed(error);
+                    break;
+                }
+                Err(_) => {
+                    tally.failed(io::ErrorKind::TimedOut.into());
+                    break;
+                }
+            }
+        }
+        let _ = timeout_at(deadline + GRACE, writer.shutdown()).await;
+        tally
+    };
+    let draining = async {
         let mut buffer = vec![0u8; 256 * 1024];
         let mut received = 0u64;
-        while let Ok(n) = reader.read(&mut buffer).await {
-            if n == 0 {
-                break;
+        let until_eof = async {
+            while let Ok(n) = reader.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                received += n as u64;
             }
-            received += n as u64;
-        }
+        };
+        let _ = timeout_at(deadline + GRACE, until_eof).await;
         received
-    });
-    let block: Vec<u8> = (0..size as u64).map(super::http::pattern_byte).collect();
-    while Instant::now() < deadline {
-        let begun = Instant::now();
-        match timeout_at(deadline + GRACE, writer.write_all(&block)).await {
-            Ok(Ok(())) => {
-                latency::record(&mut tally.latency, begun.elapsed());
-                tally.bytes_sent += size as u64;
-                tally.transactions += 1;
-            }
-            Ok(Err(error)) => {
-                tally.failed(error);
-                break;
-            }
-            Err(_) => {
-                tally.failed(io::ErrorKind::TimedOut.into());
-                break;
-            }
-        }
-    }
-    let _ = timeout_at(deadline + GRACE, writer.shutdown()).await;
-    let drain_abort = drain.abort_handle();
-    match timeout_at(deadline + GRACE, drain).await {
-        Ok(Ok(received)) => tally.bytes_received = received,
-        _ => drain_abort.abort(),
-    }
+    };
+    let (mut tally, received) = tokio::join!(writing, draining);
+    tally.bytes_received = received;
     tally
 }
 
