@@ -322,3 +322,275 @@ fn leftover_rules_are_removed() -> Result<()> {
     assert_eq!(tcpstack_rule_hits(&lab, lab.ns_a())?, None);
     lab.destroy()
 }
+
+const PEER_PORT: u16 = 9999;
+const ACTIVE_PORT: u16 = 61000;
+
+/// Our side of an active open through a backend in namespace A, to a kernel listener in B,
+/// starting with an empty neighbour table in A: the SYN waits for the kernel to resolve B's
+/// MAC, goes out, and the SYN-ACK to a port of the active-open range comes back through the
+/// backend. Returns the backend's statistics.
+fn active_open_through<B, F>(lab: &Lab, open: F) -> Result<BackendStats>
+where
+    B: Backend,
+    F: FnOnce(String) -> Result<B> + Send,
+{
+    let iface = lab.spec.if_a.clone();
+    let (addr_a, addr_b) = (lab.addr_a(), lab.addr_b());
+    lab.exec_in(lab.ns_a(), &["ip", "neigh", "flush", "all"])?;
+    let listener = lab.peer_listen(PEER_PORT)?;
+    std::thread::scope(|scope| -> Result<BackendStats> {
+        let accepted = scope.spawn(move || -> std::io::Result<SocketAddrV4> {
+            let (_stream, peer) = listener.accept()?;
+            match peer {
+                std::net::SocketAddr::V4(v4) => Ok(v4),
+                other => Err(std::io::Error::other(format!("unexpected peer {other}"))),
+            }
+        });
+        let stats = in_netns(lab.ns_a(), move || -> Result<BackendStats> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut backend = open(iface)?;
+                let iss = 0x0bad_cafe_u32;
+                let mut syn = TcpHeader {
+                    src_port: ACTIVE_PORT,
+                    dst_port: PEER_PORT,
+                    seq: SeqNum::new(iss),
+                    ack: SeqNum::new(0),
+                    flags: TcpFlags::SYN,
+                    window: 65535,
+                    urgent_ptr: 0,
+                    options: TcpOptions {
+                        mss: Some(1460),
+                        ..TcpOptions::default()
+                    },
+                };
+                let mut frame = Vec::new();
+                wire::emit_ethernet_ipv4_tcp(
+                    [0; 6],
+                    [0; 6],
+                    addr_a,
+                    addr_b,
+                    &syn,
+                    &[],
+                    1,
+                    &mut frame,
+                );
+                backend.send(&frame)?;
+                backend.flush()?;
+                let syn_ack = next_segment(&mut backend, |tcp, _| {
+                    tcp.dst_port == ACTIVE_PORT
+                        && tcp.flags == TcpFlags::SYN | TcpFlags::ACK
+                        && tcp.ack == SeqNum::new(iss.wrapping_add(1))
+                })
+                .await
+                .context("the kernel's SYN-ACK to our active open")?;
+                let (_, reply) =
+                    wire::parse_ethernet_ipv4_tcp(&syn_ack).map_err(anyhow::Error::msg)?;
+                syn.seq = SeqNum::new(iss.wrapping_add(1));
+                syn.ack = SeqNum::new(reply.tcp.seq.value().wrapping_add(1));
+                syn.flags = TcpFlags::ACK;
+                syn.options = TcpOptions::default();
+                frame.clear();
+                wire::emit_ethernet_ipv4_tcp(
+                    [0; 6],
+                    [0; 6],
+                    addr_a,
+                    addr_b,
+                    &syn,
+                    &[],
+                    2,
+                    &mut frame,
+                );
+                backend.send(&frame)?;
+                backend.flush()?;
+                Ok(backend.stats())
+            })
+        })??;
+        let peer = accepted
+            .join()
+            .map_err(|_| anyhow::anyhow!("accept thread panicked"))??;
+        assert_eq!(peer, SocketAddrV4::new(addr_a, ACTIVE_PORT));
+        Ok(stats)
+    })
+    .and_then(|stats| {
+        let neighbours = lab.exec_in(lab.ns_a(), &["ip", "neigh", "show", &addr_b.to_string()])?;
+        assert!(
+            neighbours.contains("lladdr"),
+            "the kernel of A resolved B for us: {neighbours:?}"
+        );
+        Ok(stats)
+    })
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_backend_active_open_resolves_the_neighbour_and_gets_the_syn_ack() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    let stats = active_open_through(&lab, |iface| Ok(XdpBackend::new(XdpConfig::new(iface))?))?;
+    assert!(stats.xdp.redirected >= 1, "SYN-ACK redirected: {stats:?}");
+    lab.destroy()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn raw_backend_active_open_resolves_the_neighbour_and_gets_the_syn_ack() -> Result<()> {
+    let lab = Lab::new()?;
+    active_open_through(&lab, |iface| Ok(RawBackend::new(RawConfig::new(iface))?))?;
+    lab.destroy()
+}
+
+/// Sends hand-made frames out of B's interface through an AF_PACKET socket.
+fn inject(lab: &Lab, frames: Vec<Vec<u8>>) -> Result<()> {
+    let if_b = lab.spec.if_b.clone();
+    in_netns(lab.ns_b(), move || -> Result<()> {
+        let index = tcpstack::io::iface::Interface::lookup(&if_b)?.index;
+        // SAFETY: plain socket(2); closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: all-zero sockaddr_ll is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        for frame in &frames {
+            // SAFETY: frame and addr are valid for the call.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if sent < 0 {
+                let error = std::io::Error::last_os_error();
+                // SAFETY: fd is ours.
+                unsafe { libc::close(fd) };
+                bail!("sendto: {error}");
+            }
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })?
+}
+
+fn fix_ip_checksum(frame: &mut [u8], header_len: usize) {
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let sum = wire::checksum::checksum(&frame[14..14 + header_len]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_program_parses_ipv4_options_and_leaves_fragments_vlan_and_runts_to_the_kernel() -> Result<()>
+{
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    let iface = lab.spec.if_a.clone();
+    let addr_a = lab.addr_a();
+    let mac = |ns: &str, name: &str| -> Result<[u8; 6]> {
+        let name = name.to_owned();
+        Ok(in_netns(ns, move || tcpstack::io::iface::Interface::lookup(&name))??.mac)
+    };
+    let (mac_a, mac_b) = (mac(lab.ns_a(), &iface)?, mac(lab.ns_b(), &lab.spec.if_b)?);
+    let syn = TcpHeader {
+        src_port: 40000,
+        dst_port: PORT,
+        seq: SeqNum::new(1),
+        ack: SeqNum::new(0),
+        flags: TcpFlags::SYN,
+        window: 1024,
+        urgent_ptr: 0,
+        options: TcpOptions::default(),
+    };
+    let mut plain = Vec::new();
+    wire::emit_ethernet_ipv4_tcp(mac_b, mac_a, lab.addr_b(), addr_a, &syn, &[], 7, &mut plain);
+    let mut vlan = plain.clone();
+    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+    let mut first_fragment = plain.clone();
+    first_fragment[20] |= 0x20; // more fragments
+    fix_ip_checksum(&mut first_fragment, 20);
+    let mut later_fragment = plain.clone();
+    later_fragment[20..22].copy_from_slice(&0x0003u16.to_be_bytes()); // offset 24 bytes
+    fix_ip_checksum(&mut later_fragment, 20);
+    // IPv4 options (three NOPs and an end-of-list) move the TCP header by four bytes.
+    let mut with_options = plain.clone();
+    with_options.splice(34..34, [1, 1, 1, 0]);
+    with_options[14] = 0x46;
+    let total = u16::from_be_bytes([with_options[16], with_options[17]]) + 4;
+    with_options[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut with_options, 24);
+    let mut runt = plain.clone();
+    runt.truncate(14 + 20 + 2);
+
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let lab_ref = &lab;
+    std::thread::scope(|scope| -> Result<()> {
+        let lab = lab_ref;
+        let server = scope.spawn(move || {
+            in_netns(
+                lab.ns_a(),
+                move || -> Result<(BackendStats, BackendStats)> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let mut backend = XdpBackend::new(XdpConfig::new(iface))?;
+                        backend.reserve(SocketAddrV4::new(addr_a, PORT))?;
+                        let before = backend.stats();
+                        let _ = ready_tx.send(());
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                        while done_rx.try_recv().is_err() && tokio::time::Instant::now() < deadline
+                        {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(20),
+                                std::future::poll_fn(|cx| backend.poll_recv(cx, &mut |_| {})),
+                            )
+                            .await;
+                        }
+                        Ok((before, backend.stats()))
+                    })
+                },
+            )?
+        });
+        let sent = (|| -> Result<()> {
+            ready_rx
+                .recv_timeout(Duration::from_secs(20))
+                .context("the backend did not start")?;
+            inject(
+                lab,
+                vec![vlan, first_fragment, later_fragment, runt, with_options],
+            )?;
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        })();
+        let _ = done_tx.send(());
+        let (before, after) = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
+        sent?;
+        eprintln!("before {before:?}\nafter {after:?}");
+        // Only the segment with IPv4 options is ours; the tagged frame and both fragments go
+        // to the kernel untouched, and so does the runt (counted as malformed).
+        assert_eq!(after.xdp.redirected, before.xdp.redirected + 1, "{after:?}");
+        assert_eq!(after.rx_frames, before.rx_frames + 1, "{after:?}");
+        assert!(after.xdp.passed >= before.xdp.passed + 3, "{after:?}");
+        assert_eq!(after.xdp.malformed, before.xdp.malformed + 1, "{after:?}");
+        Ok(())
+    })?;
+    lab.destroy()
+}

@@ -12,7 +12,7 @@ pub mod xdp;
 pub use error::IoError;
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::task::{Context, Poll};
 
 /// A link that moves Ethernet frames for the runtime's driver task.
@@ -80,4 +80,88 @@ pub struct XdpCounters {
     pub malformed: u64,
     /// Reserved segments dropped because no AF_XDP socket was bound to their receive queue.
     pub no_socket: u64,
+}
+
+/// Which backend `open` creates (`--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    #[default]
+    Xdp,
+    Raw,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Xdp => "xdp",
+            BackendKind::Raw => "raw",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackendKind, String> {
+        match s {
+            "xdp" => Ok(BackendKind::Xdp),
+            "raw" => Ok(BackendKind::Raw),
+            other => Err(format!("unknown backend `{other}`: use xdp or raw")),
+        }
+    }
+}
+
+/// Everything `open` needs, as the command line gives it.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub iface: String,
+    /// Local address; the interface's first IPv4 address when `None`.
+    pub addr: Option<Ipv4Addr>,
+    pub xdp_mode: xdp::XdpMode,
+    /// AF_XDP sockets (queues 0..n); all receive queues when `None`.
+    pub queues: Option<u32>,
+    /// Local ports of active opens (`EndpointConfig::ephemeral_ports`).
+    pub active_ports: (u16, u16),
+}
+
+impl BackendConfig {
+    pub fn new(kind: BackendKind, iface: impl Into<String>) -> BackendConfig {
+        BackendConfig {
+            kind,
+            iface: iface.into(),
+            addr: None,
+            xdp_mode: xdp::XdpMode::Auto,
+            queues: None,
+            active_ports: (61000, 65535),
+        }
+    }
+}
+
+/// Opens the backend `config` names on its interface, inside the current tokio runtime.
+/// Returns it with the local address it serves (the interface's when none was given).
+/// Listeners still need [`Backend::reserve`] before their segments arrive.
+pub fn open(config: &BackendConfig) -> Result<(Box<dyn Backend>, Ipv4Addr), IoError> {
+    match config.kind {
+        BackendKind::Xdp => {
+            let backend = xdp::XdpBackend::new(xdp::XdpConfig {
+                iface: config.iface.clone(),
+                mode: config.xdp_mode,
+                addr: config.addr,
+                queues: config.queues,
+                active_ports: config.active_ports,
+                ..xdp::XdpConfig::new(config.iface.clone())
+            })?;
+            let addr = backend.addr();
+            Ok((Box::new(backend), addr))
+        }
+        BackendKind::Raw => {
+            let backend = raw::RawBackend::new(raw::RawConfig {
+                iface: config.iface.clone(),
+                addr: config.addr,
+                active_ports: config.active_ports,
+            })?;
+            let addr = backend.addr();
+            Ok((Box::new(backend), addr))
+        }
+    }
 }
