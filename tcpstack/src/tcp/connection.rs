@@ -68,9 +68,11 @@ pub struct Connection {
     // Send sequence space (RFC 9293 §3.3.1).
     iss: SeqNum,
     snd_una: SeqNum,
+    /// SND.NXT: the sequence number after the highest one sent. Control segments carry it.
     snd_nxt: SeqNum,
-    /// The highest sequence number sent plus one; `snd_nxt` goes back to `snd_una` on an RTO.
-    snd_max: SeqNum,
+    /// Where the next data segment starts: SND.NXT, except after an RTO, when it goes back to
+    /// SND.UNA and walks forward again as retransmissions go out.
+    tx_next: SeqNum,
     snd_wnd: u32,
     snd_wl1: SeqNum,
     snd_wl2: SeqNum,
@@ -147,8 +149,8 @@ impl Connection {
             passive: false,
             iss,
             snd_una: iss,
+            tx_next: iss,
             snd_nxt: iss,
-            snd_max: iss,
             snd_wnd: 0,
             snd_wl1: SeqNum(0),
             snd_wl2: iss,
@@ -329,7 +331,11 @@ impl Connection {
     /// still delivered afterwards.
     pub fn close(&mut self) {
         match self.state {
-            State::Listen | State::SynSent => self.enter_closed(),
+            State::Listen => self.enter_closed(),
+            // RFC 9293 deletes a SYN-SENT TCB and fails the queued SENDs; as send() already
+            // accepted them, data written before close() is still delivered, FIN after it.
+            State::SynSent if !self.send_buf.is_empty() => self.fin_queued = true,
+            State::SynSent => self.enter_closed(),
             // The FIN waits until the SYN is acknowledged and ESTABLISHED is reached.
             State::SynReceived => self.fin_queued = true,
             State::Established => {
@@ -393,7 +399,7 @@ impl Connection {
     fn on_segment_syn_sent(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
         let flags = header.flags;
         // First, the ACK bit.
-        if flags.ack() && (header.ack <= self.iss || header.ack > self.snd_max) {
+        if flags.ack() && (header.ack <= self.iss || header.ack > self.snd_nxt) {
             if let Some(rst) = reset_for(header, payload.len()) {
                 self.queue_control(rst);
             }
@@ -402,7 +408,7 @@ impl Connection {
         let ack_acceptable = flags.ack()
             && header
                 .ack
-                .in_range_inclusive(self.snd_una + 1u32, self.snd_max);
+                .in_range_inclusive(self.snd_una + 1u32, self.snd_nxt);
         // Second, the RST bit: only a RST that acknowledges our SYN refuses the connection.
         if flags.rst() {
             if ack_acceptable {
@@ -518,7 +524,7 @@ impl Connection {
         if self.state == State::SynReceived {
             if !header
                 .ack
-                .in_range_inclusive(self.snd_una + 1u32, self.snd_max)
+                .in_range_inclusive(self.snd_una + 1u32, self.snd_nxt)
             {
                 if let Some(rst) = reset_for(header, payload.len()) {
                     self.queue_control(rst);
@@ -562,12 +568,12 @@ impl Connection {
     fn process_ack(&mut self, header: &TcpHeader, payload_len: usize, now: Instant) -> bool {
         let ack = header.ack;
         // RFC 5961 §5.2: SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT, else ACK and drop.
-        if ack > self.snd_max || self.snd_una.distance(ack) > self.max_snd_wnd as i32 {
+        if ack > self.snd_nxt || self.snd_una.distance(ack) > self.max_snd_wnd as i32 {
             self.ack_pending = true;
             return false;
         }
         let window = u32::from(header.window) << self.snd_shift;
-        let flight_before = self.snd_max - self.snd_una;
+        let flight_before = self.snd_nxt - self.snd_una;
         if ack > self.snd_una {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
@@ -580,12 +586,12 @@ impl Connection {
             self.send_buf.consume(data_acked);
             self.send_buf_seq += data_acked;
             self.snd_una = ack;
-            if self.snd_nxt < self.snd_una {
-                self.snd_nxt = self.snd_una;
+            if self.tx_next < self.snd_una {
+                self.tx_next = self.snd_una;
             }
             self.retries = 0;
             self.dup_acks = 0;
-            let flight = self.snd_max - self.snd_una;
+            let flight = self.snd_nxt - self.snd_una;
             if self.in_recovery {
                 if ack >= self.recover {
                     self.cc.on_recovery_exit(flight);
@@ -634,7 +640,7 @@ impl Connection {
                 self.cc.on_dup_ack();
             } else if self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
                 // RFC 6582 §3.2 steps 1–2.
-                self.recover = self.snd_max;
+                self.recover = self.snd_nxt;
                 self.in_recovery = true;
                 self.partial_ack_seen = false;
                 self.cc.on_fast_retransmit(flight_before, now);
@@ -821,15 +827,15 @@ impl Connection {
         if matches!(self.state, State::SynSent | State::SynReceived) {
             self.syn_pending = true;
         } else {
-            let flight = self.snd_max - self.snd_una;
+            let flight = self.snd_nxt - self.snd_una;
             self.cc.on_rto(flight, now);
             // RFC 6582 §3.2 step 4: no fast retransmit for losses from before the timeout.
-            self.recover = self.snd_max;
+            self.recover = self.snd_nxt;
             self.in_recovery = false;
             self.dup_acks = 0;
             self.fast_retransmit_pending = false;
             // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.
-            self.snd_nxt = self.snd_una;
+            self.tx_next = self.snd_una;
         }
         self.timers.retransmit = Some(now + self.rtt.rto());
     }
@@ -872,7 +878,7 @@ impl Connection {
         if !matches!(
             self.state,
             State::Established | State::CloseWait | State::FinWait2
-        ) || self.snd_max != self.snd_una
+        ) || self.snd_nxt != self.snd_una
             || !self.send_buf.is_empty()
         {
             return None;
@@ -941,16 +947,16 @@ impl Connection {
         }
         if self.fast_retransmit_pending {
             self.fast_retransmit_pending = false;
-            if self.snd_una < self.snd_max {
-                let end = self.snd_max.min(self.snd_una + self.send_mss);
+            if self.snd_una < self.snd_nxt {
+                let end = self.snd_nxt.min(self.snd_una + self.send_mss);
                 self.rtt_sample = None;
                 self.stats.retransmits += 1;
                 return Some(self.send_range(self.snd_una, end, now));
             }
         }
         if let Some(end) = self.next_data_end() {
-            let start = self.snd_nxt;
-            if start < self.snd_max {
+            let start = self.tx_next;
+            if start < self.snd_nxt {
                 self.stats.retransmits += 1;
             }
             self.sws_override = false;
@@ -977,9 +983,9 @@ impl Connection {
             return None;
         }
         let data_end = self.send_buf_seq + self.send_buf.len();
-        let fin_to_send = self.fin_queued && self.snd_nxt <= data_end;
-        let unsent = if self.snd_nxt < data_end {
-            data_end - self.snd_nxt
+        let fin_to_send = self.fin_queued && self.tx_next <= data_end;
+        let unsent = if self.tx_next < data_end {
+            data_end - self.tx_next
         } else {
             0
         };
@@ -988,8 +994,8 @@ impl Connection {
         }
         let window = self.snd_wnd.min(self.cc.window());
         let window_end = self.snd_una + window;
-        let usable = if window_end > self.snd_nxt {
-            window_end - self.snd_nxt
+        let usable = if window_end > self.tx_next {
+            window_end - self.tx_next
         } else {
             0
         };
@@ -997,7 +1003,7 @@ impl Connection {
         if len == 0 {
             return None;
         }
-        let end = self.snd_nxt + len;
+        let end = self.tx_next + len;
         // A FIN rides on the last data segment (FIN needs no window, like Linux).
         let with_fin = |end: SeqNum| {
             if fin_to_send && end == data_end {
@@ -1006,11 +1012,11 @@ impl Connection {
                 end
             }
         };
-        let retransmission = self.snd_nxt < self.snd_max;
+        let retransmission = self.tx_next < self.snd_nxt;
         if len == self.send_mss || retransmission || self.sws_override {
             return Some(with_fin(end));
         }
-        let in_flight = self.snd_max != self.snd_una;
+        let in_flight = self.snd_nxt != self.snd_una;
         if len < unsent {
             // Window-limited and less than a segment: sender SWS avoidance.
             if !in_flight && len >= self.max_snd_wnd / 2 {
@@ -1036,13 +1042,13 @@ impl Connection {
         let blocked = matches!(
             self.state,
             State::Established | State::CloseWait | State::FinWait1 | State::LastAck
-        ) && self.snd_max == self.snd_una
-            && self.snd_nxt < data_end
+        ) && self.snd_nxt == self.snd_una
+            && self.tx_next < data_end
             && self.next_data_end().is_none();
         if !blocked {
             self.timers.persist = None;
             self.persist_backoff = 0;
-            if self.snd_max == self.snd_una {
+            if self.snd_nxt == self.snd_una {
                 self.stalled_since = None;
             }
             return;
@@ -1069,13 +1075,13 @@ impl Connection {
         // RFC 7323 §2.2: the window field of a SYN is never scaled.
         header.window = self.recv_buf.window().min(usize::from(u16::MAX)) as u16;
         header.options = self.options_for(flags);
-        if self.snd_max == self.iss {
+        if self.snd_nxt == self.iss {
             self.rtt_sample = Some((self.iss + 1u32, now));
         } else {
             self.stats.retransmits += 1;
         }
-        self.snd_nxt = self.iss + 1u32;
-        self.snd_max = self.snd_max.max(self.snd_nxt);
+        self.tx_next = self.iss + 1u32;
+        self.snd_nxt = self.snd_nxt.max(self.tx_next);
         if self.state == State::SynReceived {
             self.rcv_adv = self.rcv_nxt + u32::from(header.window);
             self.ack_pending = false;
@@ -1111,14 +1117,14 @@ impl Connection {
         if len > 0 && (len as u32) < self.send_mss {
             self.snd_small_end = self.snd_small_end.max(payload_end);
         }
-        if start == self.snd_nxt {
-            self.snd_nxt = end;
+        if start == self.tx_next {
+            self.tx_next = end;
         }
-        if end > self.snd_max {
-            if self.rtt_sample.is_none() && start >= self.snd_max {
+        if end > self.snd_nxt {
+            if self.rtt_sample.is_none() && start >= self.snd_nxt {
                 self.rtt_sample = Some((end, now));
             }
-            self.snd_max = end;
+            self.snd_nxt = end;
         }
         if self.timers.retransmit.is_none() {
             self.timers.retransmit = Some(now + self.rtt.rto());
@@ -1342,15 +1348,15 @@ impl Connection {
     /// Internal invariants, checked by the property tests after every step.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self, now: Instant) {
-        assert!(self.snd_una <= self.snd_nxt, "SND.UNA <= SND.NXT");
-        assert!(self.snd_nxt <= self.snd_max, "SND.NXT <= SND.MAX");
+        assert!(self.snd_una <= self.tx_next, "SND.UNA <= tx_next");
+        assert!(self.tx_next <= self.snd_nxt, "tx_next <= SND.NXT");
         assert!(self.send_buf.len() <= self.config.send_buffer);
         assert!(self.recv_buf.readable() <= self.recv_buf.capacity());
         assert!(self.recv_buf.capacity() <= self.config.recv_buffer.max(1));
         assert!(self.control.len() <= MAX_CONTROL_QUEUE);
         assert!(self.events.len() <= 7, "events are deduplicated");
         if self.state != State::Closed && self.state != State::TimeWait {
-            assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_max);
+            assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_nxt);
         }
         if self.state == State::Closed {
             assert_eq!(self.poll_timeout(), None, "nothing armed once CLOSED");

@@ -4,6 +4,7 @@
 mod close;
 mod data;
 mod handshake;
+mod lossy;
 mod pair;
 mod props;
 mod timers;
