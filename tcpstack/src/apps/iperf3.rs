@@ -360,12 +360,12 @@ async fn run_test<S: AppStream>(
     config: &Iperf3Config,
 ) -> Result<TestSummary, TestError> {
     let cpu_start = CpuClock::now();
-    send_state(&mut ctrl, state::PARAM_EXCHANGE).await?;
+    send_state(&mut ctrl, state::PARAM_EXCHANGE, config.step_timeout).await?;
     let params = within(config.step_timeout, "parameters", read_json(&mut ctrl)).await?;
     let params = match TestParams::from_json(&params) {
         Ok(params) => params,
         Err((i_errno, reason)) => {
-            let _ = send_server_error(&mut ctrl, i_errno).await;
+            let _ = send_server_error(&mut ctrl, i_errno, config.step_timeout).await;
             return Err(TestError::Unsupported(reason));
         }
     };
@@ -376,18 +376,18 @@ async fn run_test<S: AppStream>(
     if let Some(busy) = lock(slot).as_mut() {
         busy.streams = Some(streams_tx);
     }
-    send_state(&mut ctrl, state::CREATE_STREAMS).await?;
+    send_state(&mut ctrl, state::CREATE_STREAMS, config.step_timeout).await?;
     let streams = collect_streams(&mut ctrl, &mut streams_rx, directions.len(), config).await;
     if let Some(busy) = lock(slot).as_mut() {
         busy.streams = None;
     }
     let streams = streams?;
 
-    send_state(&mut ctrl, state::TEST_START).await?;
-    send_state(&mut ctrl, state::TEST_RUNNING).await?;
+    send_state(&mut ctrl, state::TEST_START, config.step_timeout).await?;
+    send_state(&mut ctrl, state::TEST_RUNNING, config.step_timeout).await?;
     let summary = run_streams(&mut ctrl, streams, &directions, &params, config).await?;
 
-    send_state(&mut ctrl, state::EXCHANGE_RESULTS).await?;
+    send_state(&mut ctrl, state::EXCHANGE_RESULTS, config.step_timeout).await?;
     let client_results = within(
         config.step_timeout,
         "the client's results",
@@ -396,8 +396,8 @@ async fn run_test<S: AppStream>(
     .await?;
     tracing::debug!(%client_results, "iperf3 client results");
     let results = server_results(&summary, &params, cpu_start.utilisation());
-    write_json(&mut ctrl, &results).await?;
-    send_state(&mut ctrl, state::DISPLAY_RESULTS).await?;
+    write_json(&mut ctrl, &results, config.step_timeout).await?;
+    send_state(&mut ctrl, state::DISPLAY_RESULTS, config.step_timeout).await?;
 
     // The client answers DISPLAY_RESULTS with IPERF_DONE and closes; either ends the test.
     let mut done = [0u8; 1];
@@ -713,18 +713,38 @@ async fn within<T>(
         .map_err(|_| TestError::Timeout(what))?
 }
 
-async fn send_state<S: AppStream>(ctrl: &mut S, state: i8) -> io::Result<()> {
-    ctrl.write_all(&[state as u8]).await?;
-    ctrl.flush().await
+async fn send_state<S: AppStream>(
+    ctrl: &mut S,
+    state: i8,
+    limit: Duration,
+) -> Result<(), TestError> {
+    send_message(ctrl, &[state as u8], limit).await
 }
 
 /// SERVER_ERROR followed by `i_errno` and `errno`, both 32-bit big-endian.
-async fn send_server_error<S: AppStream>(ctrl: &mut S, i_errno: i32) -> io::Result<()> {
+async fn send_server_error<S: AppStream>(
+    ctrl: &mut S,
+    i_errno: i32,
+    limit: Duration,
+) -> Result<(), TestError> {
     let mut message = vec![state::SERVER_ERROR as u8];
     message.extend_from_slice(&i_errno.to_be_bytes());
     message.extend_from_slice(&0i32.to_be_bytes());
-    ctrl.write_all(&message).await?;
-    ctrl.flush().await
+    send_message(ctrl, &message, limit).await
+}
+
+/// Writes one control message; a client that stops reading (a zero window) cannot hold the
+/// server longer than `limit`.
+async fn send_message<S: AppStream>(
+    ctrl: &mut S,
+    message: &[u8],
+    limit: Duration,
+) -> Result<(), TestError> {
+    let write = async {
+        ctrl.write_all(message).await?;
+        ctrl.flush().await
+    };
+    within(limit, "the client to read", async { Ok(write.await?) }).await
 }
 
 /// `JSON_read`: a 32-bit big-endian length, then that many bytes of JSON.
@@ -747,14 +767,17 @@ fn eof_is_closed(error: io::Error) -> TestError {
 }
 
 /// `JSON_write`: the length and the JSON in one write.
-async fn write_json<S: AppStream>(ctrl: &mut S, value: &Value) -> io::Result<()> {
-    let text = serde_json::to_vec(value).map_err(io::Error::other)?;
-    let len = u32::try_from(text.len()).map_err(io::Error::other)?;
+async fn write_json<S: AppStream>(
+    ctrl: &mut S,
+    value: &Value,
+    limit: Duration,
+) -> Result<(), TestError> {
+    let text = serde_json::to_vec(value)?;
+    let len = u32::try_from(text.len()).map_err(|_| TestError::JsonTooLong(u32::MAX))?;
     let mut message = Vec::with_capacity(4 + text.len());
     message.extend_from_slice(&len.to_be_bytes());
     message.extend_from_slice(&text);
-    ctrl.write_all(&message).await?;
-    ctrl.flush().await
+    send_message(ctrl, &message, limit).await
 }
 
 /// Process CPU time against wall time, for the `cpu_util_*` figures iperf3 reports.
