@@ -876,7 +876,7 @@ pub fn exchange(
             }
             Ok(())
         });
-        let mut received = Vec::with_capacity(expect);
+        let mut received = Vec::with_capacity(expect.min(64 << 20));
         let mut buf = vec![0u8; 64 * 1024];
         let read_result = loop {
             if received.len() >= expect {
