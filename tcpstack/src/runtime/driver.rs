@@ -15,6 +15,9 @@ use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4};
 /// Passes through the loop before the driver yields to other tasks even if work remains.
 const BUDGET: usize = 32;
 
+/// Frames handed to the backend between two flushes: a long burst starts leaving early.
+const TX_BATCH: usize = 64;
+
 pub(super) struct Driver {
     shared: Arc<Shared>,
     timer: Pin<Box<Sleep>>,
@@ -42,26 +45,30 @@ impl Driver {
         }
     }
 
-    /// Everything the endpoint wants to send, as one batch with one flush.
+    /// Everything the endpoint wants to send, flushed once per [`TX_BATCH`] frames and at the
+    /// end.
     fn transmit(&mut self, state: &mut State, now: Instant) {
-        let mut sent = 0u64;
+        let mut unflushed = 0usize;
         while state.endpoint.poll_transmit(now, &mut self.packet) {
             self.frame.truncate(ETHERNET_HEADER_LEN);
             self.frame.extend_from_slice(&self.packet);
             match state.backend.send(&self.frame) {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    state.stats.frames_sent += 1;
+                    unflushed += 1;
+                }
                 Err(error) => {
                     state.stats.send_errors += 1;
                     tracing::debug!(%error, "backend refused a frame");
                 }
             }
-        }
-        if sent > 0 {
-            state.stats.frames_sent += sent;
-            if let Err(error) = state.backend.flush() {
-                state.stats.send_errors += 1;
-                tracing::warn!(%error, "backend flush failed");
+            if unflushed == TX_BATCH {
+                flush(state);
+                unflushed = 0;
             }
+        }
+        if unflushed > 0 {
+            flush(state);
         }
     }
 
@@ -96,6 +103,13 @@ impl Driver {
         for waker in self.wakers.drain(..) {
             waker.wake();
         }
+    }
+}
+
+fn flush(state: &mut State) {
+    if let Err(error) = state.backend.flush() {
+        state.stats.send_errors += 1;
+        tracing::warn!(%error, "backend flush failed");
     }
 }
 
@@ -160,6 +174,7 @@ impl Future for Driver {
                 state.endpoint.handle_timeout(now);
             }
             expire_lingering(state, now);
+            state.sweep_released(now);
 
             this.transmit(state, now);
             while let Some(event) = state.endpoint.poll_event() {
@@ -169,6 +184,7 @@ impl Future for Driver {
             let next_deadline = [
                 state.endpoint.poll_timeout(),
                 state.lingering.iter().map(|(at, _)| *at).min(),
+                state.next_sweep,
             ]
             .into_iter()
             .flatten()

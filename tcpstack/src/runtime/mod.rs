@@ -351,6 +351,10 @@ pub(crate) struct State {
     pub(crate) listeners: HashMap<SocketAddrV4, ListenerSlot>,
     /// Connections whose user dropped them with a linger timeout: abort when it passes.
     lingering: Vec<(Instant, ConnectionHandle)>,
+    /// Connections no user holds any more that the endpoint is still closing; their slots go
+    /// once the endpoint has freed them (it reports no event for that).
+    released: Vec<ConnectionHandle>,
+    next_sweep: Option<Instant>,
     driver_waker: Option<Waker>,
     /// A kick is pending: the driver will run, no need to wake it again.
     kicked: bool,
@@ -370,6 +374,8 @@ impl State {
             conns: HashMap::new(),
             listeners: HashMap::new(),
             lingering: Vec::new(),
+            released: Vec::new(),
+            next_sweep: None,
             driver_waker: None,
             kicked: false,
             stop: false,
@@ -452,18 +458,49 @@ impl State {
         let linger = slot.linger;
         let closed = slot.closed;
         match self.endpoint.connection_mut(handle) {
-            Some(conn) if !closed => match linger {
-                Some(timeout) if timeout.is_zero() => conn.abort(),
-                Some(timeout) => {
-                    close_for_writing(conn);
-                    self.lingering.push((now + timeout, handle));
+            Some(conn) if !closed => {
+                match linger {
+                    Some(timeout) if timeout.is_zero() => conn.abort(),
+                    Some(timeout) => {
+                        close_for_writing(conn);
+                        self.lingering.push((now + timeout, handle));
+                    }
+                    None => close_for_writing(conn),
                 }
-                None => close_for_writing(conn),
-            },
+                self.released.push(handle);
+                self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+            }
             _ => {
                 self.conns.remove(&handle);
             }
         }
+    }
+}
+
+/// How often slots of released connections are checked against the endpoint.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+impl State {
+    /// Forgets released connections the endpoint has freed.
+    fn sweep_released(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|at| at > now) {
+            return;
+        }
+        let State {
+            endpoint,
+            conns,
+            released,
+            ..
+        } = self;
+        released.retain(|handle| {
+            let alive = endpoint.connection_mut(*handle).is_some()
+                && conns.get(handle).is_some_and(|slot| !slot.closed);
+            if !alive {
+                conns.remove(handle);
+            }
+            alive
+        });
+        self.next_sweep = (!self.released.is_empty()).then(|| now + SWEEP_INTERVAL);
     }
 }
 
