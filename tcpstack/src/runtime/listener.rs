@@ -23,6 +23,8 @@ impl TcpListener {
             let mut state = shared.lock();
             state.check_alive()?;
             state.endpoint.listen(addr).map_err(endpoint_error)?;
+            // From here on the link steers the port's segments to us, not to the kernel.
+            state.backend.reserve(addr)?;
             state.listeners.entry(addr).or_default();
         }
         Ok(TcpListener {
@@ -72,6 +74,10 @@ impl std::fmt::Debug for TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        self.shared.lock().listeners.remove(&self.addr);
+        let mut state = self.shared.lock();
+        state.listeners.remove(&self.addr);
+        if let Err(error) = state.backend.release(self.addr) {
+            tracing::warn!(%error, addr = %self.addr, "could not release the listening port");
+        }
     }
 }

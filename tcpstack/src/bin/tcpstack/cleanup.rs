@@ -1,5 +1,5 @@
-//! Undo actions (iptables rules) that must run on every exit path: normal return, error, and
-//! panic. Each runs at most once.
+//! Undo actions (iptables rules) for the one exit path that skips destructors: a panic, after
+//! which the hook exits the process. Normal exits rely on the owners' `Drop`.
 
 use std::sync::Mutex;
 
@@ -7,8 +7,7 @@ type Action = Box<dyn FnOnce() + Send>;
 
 static ACTIONS: Mutex<Vec<(&'static str, Action)>> = Mutex::new(Vec::new());
 
-/// Runs `action` at exit (or on a panic) unless [`run_all`] already ran.
-#[allow(dead_code)] // the raw backend registers its iptables rule here once io::raw lands
+/// Runs `action` if the process panics.
 pub fn register(what: &'static str, action: impl FnOnce() + Send + 'static) {
     let mut actions = ACTIONS
         .lock()

@@ -15,7 +15,7 @@ use crate::{link, ConnectArgs};
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let link = link::open(&args.link)?;
+    let link = link::open(&args.link, None)?;
     let stream = match TcpStream::connect(&link.stack, args.remote).await {
         Ok(stream) => stream,
         Err(error) if error.kind() == ErrorKind::ConnectionRefused => {

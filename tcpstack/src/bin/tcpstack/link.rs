@@ -1,14 +1,17 @@
 //! Opening the backend the command line asks for, with errors a user can act on.
 
-use std::ffi::CString;
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context};
 use tcpstack::endpoint::EndpointConfig;
-use tcpstack::io::Backend;
+use tcpstack::io::{self, BackendConfig};
 use tcpstack::runtime::Stack;
 
-use crate::{BackendKind, LinkArgs};
+use crate::{cleanup, BackendKind, LinkArgs, XdpModeArg};
+
+/// Active opens use ports Linux never picks (its ip_local_port_range ends at 60999), so the
+/// kernel's own connections are never steered to us.
+const ACTIVE_PORTS: (u16, u16) = (61000, 65535);
 
 /// A started stack and what the status line says about it.
 pub struct Link {
@@ -18,28 +21,46 @@ pub struct Link {
     pub iface: String,
 }
 
-/// Active opens use ports Linux never picks (its ip_local_port_range ends at 60999), so the
-/// kernel's own connections are never steered to us.
 pub fn endpoint_config() -> EndpointConfig {
     EndpointConfig {
-        ephemeral_ports: (61000, 65535),
+        ephemeral_ports: ACTIVE_PORTS,
         ..EndpointConfig::default()
     }
 }
 
-/// Checks the environment, opens the backend and starts a stack on it.
-pub fn open(args: &LinkArgs) -> anyhow::Result<Link> {
+/// Checks the environment, opens the backend and starts a stack on it. `listening` is the
+/// port `serve` will reserve, so that a panic removes its iptables rule too.
+pub fn open(args: &LinkArgs, listening: Option<u16>) -> anyhow::Result<Link> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("tcpstack needs root to attach XDP programs and open raw sockets: run it with sudo");
     }
-    ensure_interface_exists(&args.iface)?;
-    let config = endpoint_config();
-    let (backend, addr) = open_backend(args, &config)?;
+    let config = BackendConfig {
+        addr: args.addr,
+        xdp_mode: match args.xdp_mode {
+            XdpModeArg::Auto => io::xdp::XdpMode::Auto,
+            XdpModeArg::Native => io::xdp::XdpMode::Native,
+            XdpModeArg::Skb => io::xdp::XdpMode::Skb,
+        },
+        queues: args.queues,
+        active_ports: ACTIVE_PORTS,
+        ..BackendConfig::new(
+            match args.backend {
+                BackendKind::Xdp => io::BackendKind::Xdp,
+                BackendKind::Raw => io::BackendKind::Raw,
+            },
+            args.iface.clone(),
+        )
+    };
+    // IoError's messages are whole sentences that say what to do.
+    let (backend, addr) = io::open(&config).map_err(anyhow::Error::new)?;
+    if args.backend == BackendKind::Raw {
+        remove_rules_on_panic(addr, listening);
+    }
     let stack = Stack::builder()
         .boxed_backend(backend)
         .address(addr)
-        .config(config)
+        .config(endpoint_config())
         .build()
         .context("cannot start the stack")?;
     Ok(Link {
@@ -50,26 +71,23 @@ pub fn open(args: &LinkArgs) -> anyhow::Result<Link> {
     })
 }
 
-fn ensure_interface_exists(iface: &str) -> anyhow::Result<()> {
-    let known = CString::new(iface)
-        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-        .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
-        .unwrap_or(false);
-    if !known {
-        bail!("no such interface `{iface}`: check the name with `ip link`");
+/// The raw backend's guard removes its rules when dropped, on every normal exit path; the
+/// panic hook exits without dropping it, so it deletes the same rules itself (one copy each:
+/// another tcpstack on the same address keeps its own).
+fn remove_rules_on_panic(addr: Ipv4Addr, listening: Option<u16>) {
+    use tcpstack::io::raw::iptables::{command_line, port_range, rule};
+    let mut specs = vec![rule(addr, &port_range(ACTIVE_PORTS.0, ACTIVE_PORTS.1))];
+    if let Some(port) = listening {
+        specs.push(rule(addr, &port.to_string()));
     }
-    Ok(())
-}
-
-fn open_backend(
-    args: &LinkArgs,
-    _config: &EndpointConfig,
-) -> anyhow::Result<(Box<dyn Backend>, Ipv4Addr)> {
-    match args.backend {
-        BackendKind::Xdp | BackendKind::Raw => bail!(
-            "the {} backend is not part of this build yet: it arrives with the io::xdp and \
-             io::raw modules",
-            args.backend.name()
-        ),
-    }
+    cleanup::register("iptables rules", move || {
+        for spec in specs {
+            let _ = std::process::Command::new("iptables")
+                .args(command_line("-D", &spec))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    });
 }

@@ -126,7 +126,6 @@ fn main() -> ExitCode {
     });
     // A blocking read of stdin may still be parked in tokio's blocking pool: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    cleanup::run_all();
     match result {
         Ok(code) => code,
         Err(error) => {

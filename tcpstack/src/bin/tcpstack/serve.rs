@@ -17,7 +17,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.pcap.is_some() {
         anyhow::bail!("--pcap is not supported by this build yet");
     }
-    let link = link::open(&args.link)?;
+    let link = link::open(&args.link, Some(args.port))?;
     let local = SocketAddrV4::new(link.addr, args.port);
     let listener = TcpListener::bind(&link.stack, local).with_context(|| {
         format!("cannot listen on {local} (is another tcpstack serving that port?)")
