@@ -3,6 +3,7 @@
 //! checks what the kernel of tcpstack's namespace does meanwhile (no RST, ping and other ports
 //! still served).
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::SocketAddrV4;
 use std::sync::mpsc;
@@ -19,34 +20,32 @@ const PORT: u16 = 7777;
 const OTHER_PORT: u16 = 8888;
 const OUR_ISS: u32 = 0x1234_5678;
 
-/// Waits until the backend delivers a TCP frame matching `wanted`, returning it.
+/// Waits until the backend delivers a TCP frame matching `wanted`, returning it. Frames that
+/// arrive meanwhile wait in `backlog` for later calls, so a batch holding two awaited segments
+/// loses neither.
 async fn next_segment(
     backend: &mut dyn Backend,
+    backlog: &mut VecDeque<Vec<u8>>,
     mut wanted: impl FnMut(&TcpHeader, &[u8]) -> bool,
 ) -> Result<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut found = None;
+        let matches = |frame: &[u8], wanted: &mut dyn FnMut(&TcpHeader, &[u8]) -> bool| {
+            wire::parse_ethernet_ipv4_tcp(frame)
+                .map(|(_, packet)| wanted(&packet.tcp, packet.payload))
+                .unwrap_or(false)
+        };
+        if let Some(index) = backlog.iter().position(|f| matches(f, &mut wanted)) {
+            return Ok(backlog.remove(index).unwrap_or_default());
+        }
         let wait = std::future::poll_fn(|cx| {
-            backend.poll_recv(cx, &mut |frame| {
-                if found.is_some() {
-                    return;
-                }
-                if let Ok((_, packet)) = wire::parse_ethernet_ipv4_tcp(frame) {
-                    if wanted(&packet.tcp, packet.payload) {
-                        found = Some(frame.to_vec());
-                    }
-                }
-            })
+            backend.poll_recv(cx, &mut |frame| backlog.push_back(frame.to_vec()))
         });
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(result) => {
                 result.context("poll_recv")?;
             }
             Err(_) => bail!("no matching segment within 10 s"),
-        }
-        if let Some(frame) = found {
-            return Ok(frame);
         }
     }
 }
@@ -163,16 +162,17 @@ where
                     .build()?;
                 runtime.block_on(async move {
                     let mut backend = open(iface)?;
+                    let mut backlog = VecDeque::new();
                     backend.reserve(SocketAddrV4::new(addr_a, PORT))?;
                     let _ = ready_tx.send(());
-                    let syn = next_segment(&mut backend, |tcp, _| {
+                    let syn = next_segment(&mut backend, &mut backlog, |tcp, _| {
                         tcp.dst_port == PORT && tcp.flags == TcpFlags::SYN
                     })
                     .await
                     .context("the peer's SYN")?;
                     backend.send(&syn_ack_for(&syn)?)?;
                     backend.flush()?;
-                    next_segment(&mut backend, |tcp, payload| {
+                    next_segment(&mut backend, &mut backlog, |tcp, payload| {
                         tcp.dst_port == PORT
                             && tcp.flags.ack()
                             && tcp.ack == SeqNum::new(OUR_ISS.wrapping_add(1))
@@ -180,7 +180,7 @@ where
                     })
                     .await
                     .context("the kernel's ACK of our SYN-ACK")?;
-                    next_segment(&mut backend, |tcp, payload| {
+                    next_segment(&mut backend, &mut backlog, |tcp, payload| {
                         tcp.dst_port == PORT && payload == b"hello"
                     })
                     .await
@@ -353,6 +353,7 @@ where
                 .build()?;
             runtime.block_on(async move {
                 let mut backend = open(iface)?;
+                let mut backlog = VecDeque::new();
                 let iss = 0x0bad_cafe_u32;
                 let mut syn = TcpHeader {
                     src_port: ACTIVE_PORT,
@@ -380,7 +381,7 @@ where
                 );
                 backend.send(&frame)?;
                 backend.flush()?;
-                let syn_ack = next_segment(&mut backend, |tcp, _| {
+                let syn_ack = next_segment(&mut backend, &mut backlog, |tcp, _| {
                     tcp.dst_port == ACTIVE_PORT
                         && tcp.flags == TcpFlags::SYN | TcpFlags::ACK
                         && tcp.ack == SeqNum::new(iss.wrapping_add(1))
@@ -590,6 +591,131 @@ fn xdp_program_parses_ipv4_options_and_leaves_fragments_vlan_and_runts_to_the_ke
         assert_eq!(after.rx_frames, before.rx_frames + 1, "{after:?}");
         assert!(after.xdp.passed >= before.xdp.passed + 3, "{after:?}");
         assert_eq!(after.xdp.malformed, before.xdp.malformed + 1, "{after:?}");
+        Ok(())
+    })?;
+    lab.destroy()
+}
+
+/// Replaces the lab's veth pair with one of `queues` queues per direction.
+fn multiqueue_veth(lab: &Lab, queues: u32) -> Result<()> {
+    let s = &lab.spec;
+    let q = queues.to_string();
+    lab.exec_in(&s.ns_a, &["ip", "link", "del", &s.if_a])?;
+    lab.exec_in(
+        &s.ns_a,
+        &[
+            "ip",
+            "link",
+            "add",
+            &s.if_a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &s.if_b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &s.ns_b,
+        ],
+    )?;
+    for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
+        let cidr = format!("{addr}/{}", s.prefix_len);
+        lab.exec_in(ns, &["ip", "addr", "add", &cidr, "dev", iface])?;
+        lab.exec_in(ns, &["ip", "link", "set", iface, "up"])?;
+        lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    const QUEUES: u32 = 4;
+    const FLOWS: usize = 32;
+    let lab = Lab::new()?;
+    multiqueue_veth(&lab, QUEUES)?;
+    let iface = lab.spec.if_a.clone();
+    let addr_a = lab.addr_a();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let lab_ref = &lab;
+    std::thread::scope(|scope| -> Result<()> {
+        let lab = lab_ref;
+        let server = scope.spawn(move || {
+            in_netns(
+                lab.ns_a(),
+                move || -> Result<(u32, Vec<u64>, BackendStats)> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let mut backend = XdpBackend::new(XdpConfig::new(iface))?;
+                        backend.reserve(SocketAddrV4::new(addr_a, PORT))?;
+                        let _ = ready_tx.send(());
+                        let mut sources = std::collections::HashSet::new();
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                        while sources.len() < FLOWS {
+                            let polled = std::future::poll_fn(|cx| {
+                                backend.poll_recv(cx, &mut |frame| {
+                                    if let Ok((_, p)) = wire::parse_ethernet_ipv4_tcp(frame) {
+                                        if p.tcp.dst_port == PORT && p.tcp.flags == TcpFlags::SYN {
+                                            sources.insert(p.tcp.src_port);
+                                        }
+                                    }
+                                })
+                            });
+                            if tokio::time::timeout_at(deadline, polled).await.is_err() {
+                                bail!(
+                                    "{} of {FLOWS} flows seen, per queue {:?}, {:?}",
+                                    sources.len(),
+                                    backend.received_per_queue(),
+                                    backend.stats()
+                                );
+                            }
+                        }
+                        Ok((
+                            backend.interface().rx_queues,
+                            backend.received_per_queue(),
+                            backend.stats(),
+                        ))
+                    })
+                },
+            )?
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .context("the backend did not start")?;
+        // FLOWS connection attempts from distinct source ports; only their SYNs matter.
+        let script = format!(
+            "import socket\n\
+             socks = []\n\
+             for _ in range({FLOWS}):\n\
+             \x20   s = socket.socket(); s.setblocking(False)\n\
+             \x20   s.connect_ex(('{addr_a}', {PORT})); socks.append(s)\n\
+             import time; time.sleep(3)\n"
+        );
+        let peers = lab.spawn_in(lab.ns_b(), &["python3", "-c", &script])?;
+        let (queues, per_queue, stats) = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
+        peers.signal(libc::SIGKILL);
+        eprintln!("queues {queues}, received per queue {per_queue:?}, {stats:?}");
+        assert_eq!(queues, QUEUES, "ETHTOOL_GCHANNELS sees the veth's queues");
+        assert_eq!(per_queue.len(), QUEUES as usize, "one socket per queue");
+        assert_eq!(stats.xdp.no_socket, 0, "every queue had its socket");
+        assert!(
+            per_queue.iter().filter(|&&n| n > 0).count() >= 2,
+            "flows spread over the queues: {per_queue:?}"
+        );
         Ok(())
     })?;
     lab.destroy()

@@ -179,6 +179,11 @@ impl XdpBackend {
         self.addr
     }
 
+    /// Frames received by each socket, by queue index.
+    pub fn received_per_queue(&self) -> Vec<u64> {
+        self.queues.iter().map(|q| q.stats.rx_frames).collect()
+    }
+
     /// Whether every socket runs in zero-copy mode (veth offers copy mode only).
     pub fn zero_copy(&self) -> bool {
         self.queues.iter().all(|q| q.zero_copy)
