@@ -968,7 +968,7 @@ impl Connection {
         None
     }
 
-    /// Where the next data (or FIN) segment starting at SND.NXT should end, if one may be sent
+    /// Where the next data (or FIN) segment starting at `tx_next` should end, if one may be sent
     /// now: the usable window (RFC 9293 §3.8.6), sender SWS avoidance (§3.8.6.2.1) and Nagle
     /// (§3.7.4). Retransmissions after an RTO skip the last two.
     fn next_data_end(&self) -> Option<SeqNum> {

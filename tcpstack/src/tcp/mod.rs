@@ -8,6 +8,24 @@
 //! rtt.rs; congestion control behind [`CongestionControl`]; the compact TIME-WAIT record and its
 //! rules in time_wait.rs; RFC 6528 ISNs in isn.rs. `reset_for` and `listen_action` are the rules for
 //! segments that reach no synchronized connection, shared with the endpoint.
+//!
+//! LISTEN lives in the endpoint (a listener is no TCB): it applies [`listen_action`] and opens a
+//! connection in SYN-RECEIVED with [`Connection::accept`].
+//!
+//! Where this follows Linux rather than the letter of RFC 9293, and why:
+//! - a retransmitted SYN in SYN-RECEIVED is answered with the SYN-ACK again (the RFC's
+//!   acceptability test would send a bare ACK the peer in SYN-SENT must ignore);
+//! - Nagle holds a small segment only while another *small* one is unacknowledged (Minshall's
+//!   variant), so a write of MSS + n bytes leaves at once;
+//! - zero-window probes are `<SEQ=SND.UNA-1>` without data; a FIN needs no send window;
+//! - after an RTO, transmission goes back to SND.UNA (go-back-N with cwnd = 1 SMSS);
+//! - close() in SYN-SENT with data already accepted by send() keeps it and sends the FIN after
+//!   it, as in SYN-RECEIVED, instead of deleting the TCB;
+//! - keepalive giving up sends a RST; retransmission giving up does not.
+//!
+//! Issue 5 (SACK, timestamps, CUBIC, PRR) plugs in at `Connection::options_for` (the one place
+//! options of outgoing segments are chosen), the sequence-range retransmission path
+//! (`send_range`), and [`CongestionControl`].
 
 pub mod congestion;
 mod connection;

@@ -290,3 +290,35 @@ fn send_buffer_is_bounded_and_writable_follows_acks() {
     assert_eq!(h.drain_events(), vec![Event::Writable]);
     assert_eq!(h.conn.send_capacity(), 1460);
 }
+
+#[test]
+fn ack_older_than_the_largest_window_is_answered_and_dropped() {
+    // RFC 5961 §5.2: SEG.ACK must lie in [SND.UNA - MAX.SND.WND, SND.NXT].
+    let mut h = Harness::established();
+    h.send_data(&seg(P | A, IRS + 1, ISS.wrapping_sub(70_000)), b"data");
+    h.expect(A, ISS + 1, IRS + 1);
+    h.expect_nothing();
+    assert_eq!(h.conn.recv(&mut [0; 4]), Err(ConnectionError::WouldBlock));
+    // An old ACK within that range is fine: the data is taken.
+    h.send_data(&seg(P | A, IRS + 1, ISS), b"data");
+    assert_eq!(h.read_all(), b"data");
+}
+
+#[test]
+fn reassembly_is_bounded_whatever_the_peer_sends() {
+    let config = Config {
+        recv_buffer: 4000,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    // Hundreds of one-byte islands, most beyond the window: nothing grows, nothing breaks.
+    for i in 0..500u32 {
+        h.send_data(&seg(A, IRS + 2 + 3 * i, ISS + 1), b"x");
+        while h.recv().is_some() {}
+    }
+    h.conn.check_invariants(h.now);
+    assert_eq!(h.conn.recv_available(), 0);
+    let data = payload(4000);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data);
+    assert_eq!(h.read_all(), data);
+}

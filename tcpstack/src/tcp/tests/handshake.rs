@@ -290,3 +290,30 @@ fn listen_rules_and_reset_for() {
         "a RST is never answered"
     );
 }
+
+#[test]
+fn close_in_syn_received_sends_fin_once_established() {
+    let mut h = Harness::server(Config::default(), &client_syn(), ISS);
+    h.expect(S | A, ISS, IRS + 1);
+    h.conn.close();
+    assert_eq!(h.conn.state(), State::SynReceived);
+    h.expect_nothing();
+    h.send(&seg(A, IRS + 1, ISS + 1));
+    assert_eq!(h.conn.state(), State::FinWait1);
+    h.expect_exact(F | A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    h.send(&seg(A, IRS + 1, ISS + 2));
+    assert_eq!(h.conn.state(), State::FinWait2);
+}
+
+#[test]
+fn close_in_syn_sent_with_queued_data_sends_it_then_fin() {
+    let mut h = Harness::client(Config::default(), ISS);
+    h.expect(S, ISS, 0);
+    h.conn.send(b"req").expect("room");
+    h.conn.close();
+    assert_eq!(h.conn.state(), State::SynSent);
+    h.send(&seg(S | A, IRS, ISS + 1));
+    assert_eq!(h.conn.state(), State::FinWait1);
+    h.expect_exact(F | P | A, ISS + 1, IRS + 1, 65535, b"req");
+    h.expect_nothing();
+}
