@@ -303,7 +303,7 @@ pub fn ipv4_tcp_len(tcp: &TcpHeader, payload_len: usize) -> usize {
 
 /// Appends an IPv4 packet (DF, TTL 64, no options, identification `ident`) carrying `tcp` and
 /// `payload`, both checksums filled in. Appends to `out`, so a caller may have put an Ethernet
-/// header there first.
+/// header there first. The caller keeps segments within the MTU (so far below IPv4's 65535).
 pub fn emit_ipv4_tcp(
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -313,6 +313,10 @@ pub fn emit_ipv4_tcp(
     out: &mut Vec<u8>,
 ) {
     let tcp_len = tcp.header_len() + payload.len();
+    debug_assert!(
+        IPV4_MIN_HEADER_LEN + tcp_len <= usize::from(u16::MAX),
+        "a {tcp_len}-byte segment does not fit an IPv4 packet"
+    );
     out.reserve(IPV4_MIN_HEADER_LEN + tcp_len);
     Ipv4Header::for_tcp(src, dst, ident, tcp_len).emit(out);
     tcp.emit(src, dst, payload, out);
@@ -548,6 +552,38 @@ mod tests {
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = parse_ipv4_tcp(&data);
             let _ = parse_ethernet_ipv4_tcp(&data);
+        }
+
+        #[test]
+        fn top_level_round_trip(
+            src: [u8; 4], dst: [u8; 4], ident: u16, seq: u32, ack: u32, flags: u8,
+            window: u16, mss: Option<u16>, tsval: u32,
+            payload in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
+            let tcp = TcpHeader {
+                src_port: 5201, dst_port: 61000, seq: SeqNum(seq), ack: SeqNum(ack),
+                flags: TcpFlags(flags), window, urgent_ptr: 0,
+                options: TcpOptions {
+                    mss,
+                    timestamps: Some(Timestamps { tsval, tsecr: !tsval }),
+                    ..TcpOptions::default()
+                },
+            };
+            let mut frame = Vec::new();
+            emit_ethernet_ipv4_tcp(
+                [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src.into(), dst.into(), &tcp, &payload,
+                ident, &mut frame,
+            );
+            let (ethernet, packet) = parse_ethernet_ipv4_tcp(&frame).unwrap();
+            prop_assert_eq!(ethernet.dst, [2, 0, 0, 0, 0, 2]);
+            prop_assert_eq!(packet.ip, Ipv4Header::for_tcp(
+                src.into(), dst.into(), ident, tcp.header_len() + payload.len(),
+            ));
+            prop_assert_eq!(packet.tcp, tcp);
+            prop_assert_eq!(packet.payload, &payload[..]);
+            // The log line is total over any header.
+            let line = TcpdumpLine::of_packet(&packet).to_string();
+            prop_assert!(line.starts_with("IP "));
         }
 
         #[test]

@@ -115,6 +115,8 @@ impl TcpOptions {
     /// Malformed lengths: a length of 0 or 1, a kind with no room for its length byte, or a length
     /// running past the options area make the whole segment unparseable, so it is rejected with
     /// [`WireError::BadOption`] (RFC 9293 §3.2, MUST-7: be prepared for an illegal option length).
+    /// The RFC's *suggested* reaction, resetting the connection, is not taken: the segment is
+    /// dropped and counted, so a corrupted or forged segment cannot tear a connection down.
     ///
     /// A known option with a *wrong* length (say MSS with length 3) is different: its length byte
     /// is well-formed, so parsing can continue past it. RFC 9293 §3.2 requires that options we
