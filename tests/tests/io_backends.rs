@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tcpstack::io::raw::{iptables, remove_leftover_rules, IptablesGuard, RawBackend, RawConfig};
 use tcpstack::io::xdp::{XdpBackend, XdpConfig, XdpMode};
-use tcpstack::io::{Backend, BackendStats};
+use tcpstack::io::{Backend, BackendStats, IoError};
 use tcpstack::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
 use tcpstack_integration::{in_netns, Lab};
 
@@ -718,5 +718,36 @@ fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
         );
         Ok(())
     })?;
+    lab.destroy()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn a_second_tcpstack_on_the_same_interface_or_ports_is_refused() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    let iface = lab.spec.if_a.clone();
+    in_netns(lab.ns_a(), move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let _first = XdpBackend::new(XdpConfig::new(iface.clone()))?;
+            match XdpBackend::new(XdpConfig::new(iface.clone())) {
+                Err(IoError::XdpBusy(name)) => assert_eq!(name, iface),
+                Err(other) => bail!("expected XdpBusy, got {other}"),
+                Ok(_) => bail!("a second XDP backend attached to the same interface"),
+            }
+            let _raw = RawBackend::new(RawConfig::new(iface.clone()))?;
+            match RawBackend::new(RawConfig::new(iface.clone())) {
+                Err(IoError::PortInUse { ports, .. }) => assert_eq!(ports, "61000:65535"),
+                Err(other) => bail!("expected PortInUse, got {other}"),
+                Ok(_) => bail!("a second raw backend took the same ports"),
+            }
+            Ok(())
+        })
+    })??;
     lab.destroy()
 }

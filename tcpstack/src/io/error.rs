@@ -36,6 +36,14 @@ pub enum IoError {
         queue: u32,
         reason: String,
     },
+    #[error(
+        "TCP port(s) {ports} of {addr} are already taken by another tcpstack (its iptables rule \
+         exists): stop it, or remove a crashed one's rules with `iptables -S OUTPUT | grep tcpstack`"
+    )]
+    PortInUse {
+        addr: std::net::Ipv4Addr,
+        ports: String,
+    },
     #[error("iptables not found: install it (`apt-get install iptables`) or use --backend xdp")]
     IptablesMissing,
     #[error("`{command}` failed: {stderr}")]

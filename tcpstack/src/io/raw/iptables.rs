@@ -56,9 +56,14 @@ impl IptablesGuard {
         IptablesGuard::default()
     }
 
+    /// Installs the rule; [`IoError::PortInUse`] when an identical rule exists already (another
+    /// tcpstack serves these ports, or a crashed one left it).
     pub fn add(&mut self, spec: Vec<String>) -> Result<(), IoError> {
         if self.rules.contains(&spec) {
             return Ok(());
+        }
+        if iptables("-C", &spec).is_ok() {
+            return Err(port_in_use(&spec));
         }
         iptables("-A", &spec)?;
         self.rules.push(spec);
@@ -85,6 +90,23 @@ impl Drop for IptablesGuard {
                 tracing::warn!(%error, "could not remove an iptables rule; `cargo xtask lab down` or `tcpstack` cleanup removes leftovers");
             }
         }
+    }
+}
+
+fn port_in_use(spec: &[String]) -> IoError {
+    let value_of = |flag: &str| {
+        spec.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .unwrap_or_default()
+    };
+    let addr = value_of("-s");
+    IoError::PortInUse {
+        addr: addr
+            .trim_end_matches("/32")
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ports: value_of("--sport"),
     }
 }
 
@@ -169,6 +191,17 @@ mod tests {
         );
         assert_eq!(port_range(61000, 65535), "61000:65535");
         assert_eq!(port_range(7, 7), "7");
+    }
+
+    #[test]
+    fn a_taken_port_is_named_in_the_error() {
+        match port_in_use(&rule(US, "61000:65535")) {
+            IoError::PortInUse { addr, ports } => {
+                assert_eq!(addr, US);
+                assert_eq!(ports, "61000:65535");
+            }
+            other => panic!("expected PortInUse, got {other:?}"),
+        }
     }
 
     #[test]
