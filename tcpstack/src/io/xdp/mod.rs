@@ -115,6 +115,16 @@ impl XdpBackend {
             None => return Err(IoError::NoIpv4Address(interface.name.clone())),
         };
         let queue_count = config.queues.unwrap_or(interface.rx_queues).max(1);
+        if queue_count > interface.rx_queues {
+            return Err(IoError::XskCreate {
+                iface: interface.name.clone(),
+                queue: interface.rx_queues,
+                reason: format!(
+                    "the interface has {} receive queue(s), {queue_count} were asked for",
+                    interface.rx_queues
+                ),
+            });
+        }
         let mut program =
             XdpProgram::load_and_attach(&interface.name, interface.index, config.mode)?;
 

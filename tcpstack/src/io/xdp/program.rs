@@ -233,7 +233,10 @@ fn attach_error(iface: &str, mode: XdpMode, error: ProgramError) -> IoError {
         _ => IoError::XdpRefused {
             iface: iface.to_owned(),
             mode: mode.name(),
-            reason: error.to_string(),
+            reason: match &error {
+                ProgramError::SyscallError(s) => format!("{}: {}", s.call, s.io_error),
+                other => other.to_string(),
+            },
         },
     }
 }
