@@ -2,11 +2,13 @@
 //! next to NewReno. The connection owns loss detection and the recovery point (RFC 6582's
 //! `recover`); an algorithm only decides cwnd and ssthresh.
 
+mod cubic;
 mod newreno;
 
 use std::fmt;
 use std::time::Instant;
 
+pub use cubic::Cubic;
 pub use newreno::NewReno;
 
 /// A congestion control algorithm. All quantities are in bytes.
@@ -29,4 +31,11 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn on_recovery_exit(&mut self, flight: u32);
     /// The retransmission timer expired (RFC 5681 §3.1, equations 4 and 5).
     fn on_rto(&mut self, flight: u32, now: Instant);
+    /// A round-trip time measurement, taken on every ACK that yields one (Karn's rule applied).
+    /// CUBIC needs it for W_cubic(t + RTT) (RFC 9438 §4.2) and HyStart++ (RFC 9406 §4.2).
+    fn on_rtt_sample(&mut self, _rtt: std::time::Duration, _now: Instant) {}
+    /// The last congestion event (fast retransmit or RTO) was spurious, e.g. every retransmission
+    /// of the recovery was D-SACKed (RFC 3708) or Eifel-detected: restore the window it reduced
+    /// (RFC 9438 §4.9).
+    fn on_spurious_congestion(&mut self) {}
 }
