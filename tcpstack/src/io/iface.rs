@@ -69,6 +69,37 @@ impl Interface {
     }
 }
 
+impl Interface {
+    /// Whether generic receive offload is on: packet sockets then see merged segments larger
+    /// than the MTU, with checksums that do not cover them. `None` when the driver cannot say.
+    pub fn gro_enabled(&self) -> Option<bool> {
+        // SAFETY: plain socket(2) call; the descriptor is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just returned by socket(2).
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_GGRO,
+            data: 0,
+        };
+        let mut req = ifreq(&self.name);
+        req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+        ioctl(&sock, libc::SIOCETHTOOL, &mut req).ok()?;
+        Some(value.data != 0)
+    }
+}
+
+/// `struct ethtool_value` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+const ETHTOOL_GGRO: u32 = 0x2b;
+
 fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { mem::zeroed() };
@@ -163,6 +194,10 @@ mod tests {
         assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
         assert!(lo.mtu > 0);
         assert!(lo.rx_queues >= 1);
+        assert!(
+            lo.gro_enabled().is_some(),
+            "the core answers ETHTOOL_GGRO for every device"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The raw-socket fallback (`--backend raw`): an AF_PACKET socket on the interface, filtered in
 //! the kernel by a classic BPF program to the reserved endpoints and the active-open range.
+//! Packet sockets see frames after GRO, so the interface needs `gro off` (a warning says so).
 //! The kernel still receives those segments and would answer them with RSTs, so an
 //! [`IptablesGuard`] drops the kernel's outgoing RSTs from the reserved ports while the backend
 //! lives. Works on any interface and needs no eBPF object; slower than AF_XDP (one copy and one
@@ -80,6 +81,14 @@ impl RawBackend {
         let mut iptables = IptablesGuard::new();
         iptables.add(iptables::rule(addr, &iptables::port_range(first, last)))?;
 
+        if interface.gro_enabled() == Some(true) {
+            tracing::warn!(
+                iface = %interface.name,
+                "generic receive offload is on: the raw backend drops the merged segments it \
+                 sees; turn it off with `ethtool -K {} gro off`",
+                interface.name
+            );
+        }
         let fd = open_packet_socket(interface.index, &reservations)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(IoError::os(
