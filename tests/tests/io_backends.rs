@@ -751,3 +751,243 @@ fn a_second_tcpstack_on_the_same_interface_or_ports_is_refused() -> Result<()> {
     })??;
     lab.destroy()
 }
+
+/// Counts, in namespace B, the frames of IP protocol 253 addressed to B that arrive within
+/// `window` of the last one, and what its packet socket dropped.
+/// Says on `bound` when it listens.
+fn count_in_b(
+    lab: &Lab,
+    expected: usize,
+    window: Duration,
+    bound: mpsc::Sender<()>,
+) -> Result<(usize, u64)> {
+    let if_b = lab.spec.if_b.clone();
+    let addr_b = lab.addr_b();
+    in_netns(lab.ns_b(), move || -> Result<(usize, u64)> {
+        let index = tcpstack::io::iface::Interface::lookup(&if_b)?.index;
+        // SAFETY: plain socket(2); closed below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            )
+        };
+        if fd < 0 {
+            bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+        }
+        let set = |level, name, value: libc::c_int| {
+            // SAFETY: value outlives the call.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: window.as_micros() as libc::suseconds_t,
+        };
+        // SAFETY: timeout outlives the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        // SAFETY: all-zero sockaddr_ll is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        addr.sll_ifindex = index as i32;
+        // SAFETY: addr is a valid sockaddr_ll.
+        unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        let _ = bound.send(());
+        let mut count = 0;
+        let mut buf = vec![0u8; 4096];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while count < expected && std::time::Instant::now() < deadline {
+            // SAFETY: buf is writable for its length.
+            let len = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if len < 0 {
+                break;
+            }
+            let frame = &buf[..len as usize];
+            if frame.len() >= 34 && frame[23] == 253 && frame[30..34] == addr_b.octets() {
+                count += 1;
+            }
+        }
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: stats is writable for len bytes.
+        unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            );
+            libc::close(fd);
+        }
+        Ok((count, u64::from(stats.tp_drops)))
+    })?
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_backend_moves_bursts_larger_than_its_rings_and_recycles_frames() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    // More than the 2048 transmit buffers, the 2048-slot rings and the 4096-frame UMEM.
+    const FRAMES: usize = 10_000;
+    let lab = Lab::new()?;
+    let iface = lab.spec.if_a.clone();
+    let (addr_a, addr_b) = (lab.addr_a(), lab.addr_b());
+    let mac = |ns: &str, name: &str| -> Result<[u8; 6]> {
+        let name = name.to_owned();
+        Ok(in_netns(ns, move || tcpstack::io::iface::Interface::lookup(&name))??.mac)
+    };
+    let (mac_a, mac_b) = (mac(lab.ns_a(), &iface)?, mac(lab.ns_b(), &lab.spec.if_b)?);
+    let received = std::sync::atomic::AtomicUsize::new(0);
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (bound_tx, bound_rx) = mpsc::channel::<()>();
+    let lab_ref = &lab;
+    let received_ref = &received;
+    std::thread::scope(|scope| -> Result<()> {
+        let lab = lab_ref;
+        // B counts what A sends.
+        let counter =
+            scope.spawn(move || count_in_b(lab, FRAMES, Duration::from_millis(500), bound_tx));
+        let server = scope.spawn(move || {
+            in_netns(lab.ns_a(), move || -> Result<BackendStats> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let mut backend = XdpBackend::new(XdpConfig::new(iface))?;
+                    backend.insert_neighbour(addr_b, mac_b);
+                    backend.reserve(SocketAddrV4::new(addr_a, PORT))?;
+                    // Transmit: IPv4 frames of protocol 253, flushed every 64 as the runtime does.
+                    let mut frame = Vec::new();
+                    wire::emit_ethernet_ipv4_tcp(
+                        [0; 6],
+                        [0; 6],
+                        addr_a,
+                        addr_b,
+                        &TcpHeader::default(),
+                        &[0u8; 64],
+                        0,
+                        &mut frame,
+                    );
+                    frame[23] = 253;
+                    fix_ip_checksum(&mut frame, 20);
+                    bound_rx
+                        .recv_timeout(Duration::from_secs(20))
+                        .context("the counter in B did not start")?;
+                    for i in 0..FRAMES {
+                        backend.send(&frame)?;
+                        if i % 64 == 63 {
+                            backend.flush()?;
+                        }
+                    }
+                    backend.flush()?;
+                    // Receive: B injects FRAMES segments to the reserved port.
+                    let _ = ready_tx.send(());
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    let mut count = 0;
+                    while count < FRAMES {
+                        let polled = std::future::poll_fn(|cx| {
+                            backend.poll_recv(cx, &mut |_| {
+                                count += 1;
+                            })
+                        });
+                        if tokio::time::timeout_at(deadline, polled).await.is_err() {
+                            break;
+                        }
+                        received_ref.store(count, std::sync::atomic::Ordering::Release);
+                    }
+                    Ok(backend.stats())
+                })
+            })?
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the backend did not finish transmitting")?;
+        let (counted, counter_drops) = counter
+            .join()
+            .map_err(|_| anyhow::anyhow!("counter thread panicked"))??;
+        // B sends in chunks, never more than a ring's worth ahead of what A has read, so no
+        // frame is lost to a full ring however slowly A's thread is scheduled.
+        let mut syn = TcpHeader {
+            src_port: 40000,
+            dst_port: PORT,
+            flags: TcpFlags::SYN,
+            window: 1024,
+            ..TcpHeader::default()
+        };
+        let mut sent = 0;
+        while sent < FRAMES {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while sent - received.load(std::sync::atomic::Ordering::Acquire) > 1024 {
+                if std::time::Instant::now() > deadline {
+                    bail!("the backend stopped reading after {sent} frames");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let chunk: Vec<Vec<u8>> = (0..512.min(FRAMES - sent))
+                .map(|i| {
+                    syn.src_port = 10_000 + ((sent + i) % 50_000) as u16;
+                    let mut f = Vec::new();
+                    wire::emit_ethernet_ipv4_tcp(
+                        mac_b,
+                        mac_a,
+                        addr_b,
+                        addr_a,
+                        &syn,
+                        &[],
+                        1,
+                        &mut f,
+                    );
+                    f
+                })
+                .collect();
+            sent += chunk.len();
+            inject(lab, chunk)?;
+        }
+        let stats = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
+        eprintln!("counted in B {counted} (drops {counter_drops}); {stats:?}");
+        assert_eq!(stats.tx_frames, FRAMES as u64, "{stats:?}");
+        assert_eq!(stats.tx_dropped, 0, "{stats:?}");
+        assert_eq!(
+            counted as u64 + counter_drops,
+            FRAMES as u64,
+            "all sent frames left A"
+        );
+        assert_eq!(stats.xdp.redirected, FRAMES as u64, "{stats:?}");
+        assert_eq!(stats.rx_frames, FRAMES as u64, "{stats:?}");
+        assert_eq!(stats.kernel_dropped, 0, "{stats:?}");
+        Ok(())
+    })?;
+    lab.destroy()
+}

@@ -48,8 +48,6 @@ pub(crate) struct XskQueue {
     umem: Umem,
     /// Fill-ring slots the kernel consumed that could not be restocked yet (no free frame).
     fill_deficit: usize,
-    /// Descriptors submitted to the tx ring since the last kick.
-    unkicked: usize,
     pub(crate) stats: QueueStats,
     pub(crate) socket: AsyncFd<XdpSocket>,
 }
@@ -119,7 +117,6 @@ impl XskQueue {
             tx_view,
             umem,
             fill_deficit: stock - stocked,
-            unkicked: 0,
             stats: QueueStats::default(),
             socket,
         })
@@ -189,19 +186,15 @@ impl XskQueue {
         }
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += frame.len() as u64;
-        self.unkicked += 1;
         true
     }
 
     /// Makes the kernel transmit what the tx ring holds, then recycles completed buffers.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if self.unkicked > 0 {
-            // Copy mode transmits only inside sendto(2); zero-copy drivers need the kick only
-            // when they set need-wakeup.
-            if !self.zero_copy || self.tx_view.needs_wakeup() {
-                self.kick()?;
-            }
-            self.unkicked = 0;
+        // Copy mode transmits only inside sendto(2); zero-copy drivers need the kick only when
+        // they set need-wakeup.
+        if self.tx_view.pending() > 0 && (!self.zero_copy || self.tx_view.needs_wakeup()) {
+            self.kick()?;
         }
         self.reclaim();
         // Buffers freed by completions can restock a starved fill ring.
