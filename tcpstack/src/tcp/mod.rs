@@ -30,6 +30,7 @@
 pub mod congestion;
 mod connection;
 mod isn;
+pub mod prr;
 mod recv_buffer;
 mod rtt;
 mod send_buffer;
