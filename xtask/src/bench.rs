@@ -1,20 +1,472 @@
 //! `cargo xtask bench`: tcpstack against the kernel's TCP on the lab's link (issue 4, item 6).
 //!
-//! The plan, in alternation over several rounds with medians reported: iperf3 bulk (both
-//! directions, 1 and 4 streams), 1-byte request/response rate and latency, connection rate and
-//! handshake latency, server CPU per GB and per 10k connections, server memory with 10 000 idle
-//! connections; each row as tcpstack (xdp, raw) / kernel, written to `target/bench/report.json`.
+//! Two namespaces joined by a veth pair; the servers run in A, stock clients in B. Every round
+//! serves the same load from the kernel's TCP first, then from `tcpstack serve --backend xdp`,
+//! then `--backend raw`: iperf3 bulk (both directions, 1 and 4 streams), 1-byte
+//! request/response and connect-request-response-close (`tcpstack bench`), server CPU per GB
+//! and per 10k connections, server memory with 10 000 idle connections. The medians over the
+//! rounds, and tcpstack / kernel for each row, go to the terminal, `target/bench/report.json`,
+//! `target/bench/report.svg` and a README snippet. A tcpstack row that fails shows as
+//! `failed: <reason>` and the rest goes on.
 
-use anyhow::{bail, Result};
+mod load;
+mod procs;
+mod report;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tcpstack_integration::{Lab, LabSpec};
+
+use crate::{build, deps, require_root, step, tcpstack_bin, workspace_root};
+use load::{BenchClient, Load, Service};
+use procs::{check_interrupt, cpu_seconds, pause, rss_bytes};
+use report::{Machine, Results, RunInfo, Target};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// A short run (under three minutes): fewer rounds and shorter tests.
     #[arg(long)]
     pub quick: bool,
+    /// Rounds of alternation [default: 5, or 2 with --quick].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Use the binary already built instead of running `cargo xtask build` first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Internal: the kernel-side echo server, run by the benchmark in namespace A.
+    #[arg(long, value_name = "ADDR:PORT", hide = true)]
+    pub kernel_echo_server: Option<SocketAddrV4>,
+}
+
+/// The lab of the benchmark: like `cargo xtask lab`'s, under its own names so that a running
+/// demo is left alone.
+fn bench_lab_spec() -> LabSpec {
+    LabSpec {
+        ns_a: "tcps-bench-a".into(),
+        ns_b: "tcps-bench-b".into(),
+        if_a: "veth-a".into(),
+        if_b: "veth-b".into(),
+        addr_a: Ipv4Addr::new(198, 18, 1, 1),
+        addr_b: Ipv4Addr::new(198, 18, 1, 2),
+        prefix_len: 24,
+    }
+}
+
+/// The Debian packages the benchmark runs.
+const BENCH_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "iperf3"];
+
+/// Idle connections held open for the memory row.
+const IDLE_CONNECTIONS: usize = 10_000;
+
+struct Plan {
+    rounds: usize,
+    /// Rounds (from the first) that also measure memory with idle connections.
+    idle_rounds: usize,
+    load: Load,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let run = if args.quick { "quick run" } else { "full run" };
-    bail!("cargo xtask bench ({run}): not yet: the benchmark comes with issue 4")
+    if let Some(addr) = args.kernel_echo_server {
+        return procs::kernel_echo_server(addr);
+    }
+    require_root("cargo xtask bench (it creates network namespaces and attaches XDP)")?;
+    deps::apt(BENCH_PACKAGES)?;
+    if !args.no_build {
+        build()?;
+    }
+    let tcpstack = tcpstack_bin();
+    if !tcpstack.exists() {
+        bail!("{} is missing: run `cargo xtask build`", tcpstack.display());
+    }
+    let out_dir = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 5 }).max(1);
+    let plan = Plan {
+        rounds,
+        idle_rounds: if args.quick { 1 } else { rounds },
+        load: Load {
+            bulk_secs: if args.quick { 2 } else { 10 },
+            rr_secs: if args.quick { 2 } else { 10 },
+            crr_workers: 4,
+            idle_connections: IDLE_CONNECTIONS,
+            scratch: out_dir.clone(),
+        },
+    };
+    procs::catch_interrupts();
+    procs::raise_nofile_limit()?;
+
+    let spec = bench_lab_spec();
+    for ns in [&spec.ns_a, &spec.ns_b] {
+        tcpstack_integration::delete_namespace(ns)
+            .with_context(|| format!("removing {ns} left by an earlier run"))?;
+    }
+    step(&format!(
+        "creating the lab: {} ({} on {}) <-> {} ({} on {})",
+        spec.ns_a, spec.addr_a, spec.if_a, spec.ns_b, spec.addr_b, spec.if_b
+    ));
+    // Dropping the lab (on an error, or Ctrl-C) kills every process in it and removes it.
+    let lab = Lab::create(spec)?;
+    let started_utc = utc_now();
+    let started = Instant::now();
+    let mut results = Results::default();
+    let outcome = measure(&lab, &tcpstack, &plan, &mut results);
+    step("removing the lab");
+    lab.destroy()?;
+    let commands = outcome?;
+
+    let run = RunInfo {
+        quick: args.quick,
+        rounds: plan.rounds,
+        bulk_secs: plan.load.bulk_secs,
+        rr_secs: plan.load.rr_secs,
+        crr_workers: plan.load.crr_workers,
+        idle_connections: plan.load.idle_connections,
+        started_utc,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        machine: machine(),
+        commands,
+    };
+    let json_path = out_dir.join("report.json");
+    let svg_path = out_dir.join("report.svg");
+    std::fs::write(
+        &json_path,
+        serde_json::to_vec_pretty(&report::to_json(&results, &run))?,
+    )
+    .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&svg_path, report::svg(&results))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    let _ = std::fs::remove_file(out_dir.join("client.stdout"));
+    let _ = std::fs::remove_file(out_dir.join("client.stderr"));
+
+    println!();
+    print!("{}", report::table(&results));
+    let failures = report::failures(&results);
+    if !failures.is_empty() {
+        println!("\nFailures ({}):", failures.len());
+        for failure in &failures {
+            println!("  {failure}");
+        }
+    }
+    println!(
+        "\nxtask: bench took {:.0} s (build excluded); wrote {} and {}",
+        run.elapsed_secs,
+        json_path.display(),
+        svg_path.display()
+    );
+    println!(
+        "\n----- README snippet -----\n{}",
+        report::markdown(&results, &run)
+    );
+    Ok(())
+}
+
+/// All rounds; the client command lines used, for the report.
+fn measure(lab: &Lab, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Result<Vec<String>> {
+    prepare_peer(lab)?;
+    let client = BenchClient::probe(tcpstack, lab).map_err(|e| format!("{e:#}"));
+    let mut commands = vec![procs::describe(&load::iperf3_command(
+        lab, &plan.load, 4, true,
+    ))];
+    match &client {
+        Ok(client) => {
+            for mode in ["rr", "crr"] {
+                let conns = if mode == "rr" {
+                    1
+                } else {
+                    plan.load.crr_workers
+                };
+                commands.push(procs::describe(&client.command(
+                    tcpstack,
+                    lab,
+                    mode,
+                    conns,
+                    plan.load.rr_secs,
+                )));
+            }
+        }
+        Err(why) => println!("xtask: warning: the rr and crr rows cannot run: {why}"),
+    }
+    for round in 1..=plan.rounds {
+        for target in Target::ALL {
+            let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
+            bulk_rows(lab, tcpstack, &plan.load, target, &label, results)?;
+        }
+        for target in Target::ALL {
+            let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
+            echo_rows(lab, tcpstack, &plan.load, &client, target, &label, results)?;
+        }
+        if round <= plan.idle_rounds {
+            for target in Target::ALL {
+                let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
+                idle_row(lab, tcpstack, &plan.load, target, &label, results)?;
+            }
+        }
+    }
+    Ok(commands)
+}
+
+/// The peer namespace opens many short connections to one server port: let it reuse ports in
+/// TIME-WAIT and give it Linux's widest range below tcpstack's active-open ports (61000+).
+fn prepare_peer(lab: &Lab) -> Result<()> {
+    lab.exec_in(
+        lab.ns_b(),
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=1024 60999",
+        ],
+    )?;
+    Ok(())
+}
+
+/// A failure as a table cell and the JSON keep it: the whole chain of context on one line.
+fn reason(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+}
+
+/// iperf3 client->server and -R, 1 and 4 streams, and the server's CPU per GB over all four.
+fn bulk_rows(
+    lab: &Lab,
+    tcpstack: &Path,
+    load: &Load,
+    target: Target,
+    label: &str,
+    results: &mut Results,
+) -> Result<()> {
+    const RUNS: [(&str, usize, bool); 4] = [
+        (report::BULK_UP_1, 1, false),
+        (report::BULK_UP_4, 4, false),
+        (report::BULK_DOWN_1, 1, true),
+        (report::BULK_DOWN_4, 4, true),
+    ];
+    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
+        Ok(server) => server,
+        Err(error) => {
+            check_interrupt()?;
+            let why = reason(&error);
+            println!("xtask: {label} iperf3 server failed: {why}");
+            for (row, ..) in RUNS {
+                results.fail(row, target, &why);
+            }
+            results.fail(report::CPU_PER_GB, target, &why);
+            return Ok(());
+        }
+    };
+    let (mut cpu, mut bytes) = (0.0, 0.0);
+    let mut cpu_failure = None;
+    for (row, streams, reverse) in RUNS {
+        pause(Duration::from_millis(300))?;
+        let measured = server.check_alive().and_then(|()| {
+            let before = cpu_seconds(server.pid())?;
+            let bulk = load::iperf3(lab, load, streams, reverse)?;
+            let used = cpu_seconds(server.pid())? - before;
+            Ok((bulk, used))
+        });
+        check_interrupt()?;
+        let direction = if reverse { "-R" } else { "  " };
+        match measured {
+            Ok((bulk, used)) => {
+                println!(
+                    "xtask: {label} iperf3 {direction} -P {streams}: {:.2} Gbit/s, server CPU {used:.2} s",
+                    bulk.bits_per_second / 1e9
+                );
+                results.record(row, target, bulk.bits_per_second / 1e9);
+                cpu += used;
+                bytes += bulk.bytes;
+            }
+            Err(error) => {
+                let why = reason(&error);
+                println!("xtask: {label} iperf3 {direction} -P {streams}: failed: {why}");
+                results.fail(row, target, &why);
+                cpu_failure.get_or_insert(why);
+            }
+        }
+    }
+    server.stop();
+    match cpu_failure {
+        None if bytes > 0.0 => results.record(report::CPU_PER_GB, target, cpu / (bytes / 1e9)),
+        None => results.fail(report::CPU_PER_GB, target, "no bytes moved"),
+        Some(why) => results.fail(
+            report::CPU_PER_GB,
+            target,
+            &format!("an iperf3 run failed: {why}"),
+        ),
+    }
+    Ok(())
+}
+
+/// rr (1 connection) and crr (a few workers) with `tcpstack bench` against the echo servers.
+fn echo_rows(
+    lab: &Lab,
+    tcpstack: &Path,
+    load: &Load,
+    client: &Result<BenchClient, String>,
+    target: Target,
+    label: &str,
+    results: &mut Results,
+) -> Result<()> {
+    const RR_ROWS: [&str; 3] = [report::RR_RATE, report::RR_P50, report::RR_P99];
+    const CRR_ROWS: [&str; 4] = [
+        report::CRR_RATE,
+        report::CONNECT_P50,
+        report::CONNECT_P99,
+        report::CPU_PER_10K,
+    ];
+    let fail_all = |results: &mut Results, why: &str| {
+        for row in RR_ROWS.iter().chain(&CRR_ROWS) {
+            results.fail(row, target, why);
+        }
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(why) => {
+            fail_all(results, why);
+            return Ok(());
+        }
+    };
+    let mut server = match load::start_server(lab, tcpstack, target, Service::Echo) {
+        Ok(server) => server,
+        Err(error) => {
+            check_interrupt()?;
+            let why = reason(&error);
+            println!("xtask: {label} echo server failed: {why}");
+            fail_all(results, &why);
+            return Ok(());
+        }
+    };
+
+    pause(Duration::from_millis(200))?;
+    let rr = server
+        .check_alive()
+        .and_then(|()| client.run(tcpstack, lab, load, "rr", 1));
+    check_interrupt()?;
+    match rr {
+        Ok(rr) => {
+            println!(
+                "xtask: {label} rr: {:.0} trans/s, p50 {} us, p99 {} us",
+                rr.transactions_per_sec, rr.p50_us, rr.p99_us
+            );
+            results.record(report::RR_RATE, target, rr.transactions_per_sec);
+            results.record(report::RR_P50, target, rr.p50_us);
+            results.record(report::RR_P99, target, rr.p99_us);
+        }
+        Err(error) => {
+            let why = reason(&error);
+            println!("xtask: {label} rr: failed: {why}");
+            for row in RR_ROWS {
+                results.fail(row, target, &why);
+            }
+        }
+    }
+
+    pause(Duration::from_millis(200))?;
+    let crr = server.check_alive().and_then(|()| {
+        let before = cpu_seconds(server.pid())?;
+        let crr = client.run(tcpstack, lab, load, "crr", load.crr_workers)?;
+        let used = cpu_seconds(server.pid())? - before;
+        let (Some(p50), Some(p99)) = (crr.connect_p50_us, crr.connect_p99_us) else {
+            bail!("the crr report has no connect latency");
+        };
+        if crr.connections <= 0.0 {
+            bail!("no connection completed");
+        }
+        Ok((crr, p50, p99, used))
+    });
+    check_interrupt()?;
+    match crr {
+        Ok((crr, p50, p99, used)) => {
+            let per_10k = used / crr.connections * 10_000.0;
+            println!(
+                "xtask: {label} crr: {:.0} conn/s, connect p50 {p50} us, p99 {p99} us, server CPU {per_10k:.3} s/10k ({} errors)",
+                crr.transactions_per_sec, crr.errors
+            );
+            results.record(report::CRR_RATE, target, crr.transactions_per_sec);
+            results.record(report::CONNECT_P50, target, p50);
+            results.record(report::CONNECT_P99, target, p99);
+            results.record(report::CPU_PER_10K, target, per_10k);
+        }
+        Err(error) => {
+            let why = reason(&error);
+            println!("xtask: {label} crr: failed: {why}");
+            for row in CRR_ROWS {
+                results.fail(row, target, &why);
+            }
+        }
+    }
+    server.stop();
+    Ok(())
+}
+
+/// The echo server's RSS while 10 000 idle connections from the peer are established.
+fn idle_row(
+    lab: &Lab,
+    tcpstack: &Path,
+    load: &Load,
+    target: Target,
+    label: &str,
+    results: &mut Results,
+) -> Result<()> {
+    let measured =
+        load::start_server(lab, tcpstack, target, Service::Echo).and_then(|mut server| {
+            let baseline = rss_bytes(server.pid())?;
+            let echo = SocketAddrV4::new(lab.addr_a(), load::ECHO_PORT);
+            let held = load::open_idle(lab, echo, load.idle_connections);
+            let measured = held.and_then(|held| {
+                // Let the server finish accepting what the handshakes queued.
+                pause(Duration::from_secs(1))?;
+                server.check_alive()?;
+                let rss = rss_bytes(server.pid())?;
+                drop(held);
+                Ok(rss)
+            });
+            pause(Duration::from_millis(500))?;
+            server.stop();
+            Ok((baseline, measured?))
+        });
+    check_interrupt()?;
+    match measured {
+        Ok((baseline, rss)) => {
+            println!(
+                "xtask: {label} {} idle connections: server RSS {:.1} MB (from {:.1} MB idle)",
+                load.idle_connections,
+                rss as f64 / 1e6,
+                baseline as f64 / 1e6
+            );
+            results.record(report::IDLE_RSS, target, rss as f64 / 1e6);
+        }
+        Err(error) => {
+            let why = reason(&error);
+            println!("xtask: {label} idle connections: failed: {why}");
+            results.fail(report::IDLE_RSS, target, &why);
+        }
+    }
+    Ok(())
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".into(), |(_, m)| m.trim().to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".into(), |k| k.trim().to_owned());
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        kernel,
+        link: "veth pair between two namespaces, tx offloads off, AF_XDP in copy mode".into(),
+    }
+}
+
+fn utc_now() -> String {
+    crate::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map_or_else(|_| "unknown date".into(), |d| d.trim().to_owned())
 }
