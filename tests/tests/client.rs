@@ -1,6 +1,6 @@
 //! `tcpstack connect` (our stack opening the connection) against the kernel's TCP in B.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,11 +27,19 @@ fn connect(lab: &Lab, backend: Backend, port: u16, input: &str, output: &str) ->
     lab.spawn_in(lab.ns_a(), &["sh", "-c", &script])
 }
 
-/// Accepts one connection on a kernel listener, giving up after `timeout`.
-fn accept_one(listener: &TcpListener, timeout: Duration) -> Result<std::net::TcpStream> {
+/// Accepts `client`'s connection on a kernel listener, giving up after `timeout` or when the
+/// client exits first.
+fn accept_one(
+    listener: &TcpListener,
+    client: &mut Process,
+    timeout: Duration,
+) -> Result<std::net::TcpStream> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + timeout;
     loop {
+        if let Some(status) = client.try_wait()? {
+            bail!("tcpstack connect exited ({status}) before the kernel accepted its connection");
+        }
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
@@ -62,20 +70,15 @@ fn connect_transfers_and_closes(backend: Backend) -> Result<()> {
         &input.to_string_lossy(),
         &output.to_string_lossy(),
     )?;
-    let received = thread::scope(|scope| {
-        let server = scope.spawn(|| -> Result<Vec<u8>> {
-            let mut stream = accept_one(&listener, Duration::from_secs(20))?;
-            let mut received = Vec::new();
-            // Until tcpstack's FIN: it closes first.
-            stream.read_to_end(&mut received)?;
-            std::io::Write::write_all(&mut stream, &response)?;
-            Ok(received)
-        });
-        server
-            .join()
-            .map_err(|_| anyhow::anyhow!("the kernel server's thread panicked"))?
-    })
-    .with_context(|| client.transcript())?;
+    let mut stream = accept_one(&listener, &mut client, Duration::from_secs(20))
+        .with_context(|| client.transcript())?;
+    let mut received = Vec::new();
+    // Until tcpstack's FIN: it closes first; then the response and the kernel's FIN.
+    stream
+        .read_to_end(&mut received)
+        .with_context(|| client.transcript())?;
+    stream.write_all(&response)?;
+    drop(stream);
     let status = client.wait_timeout(Duration::from_secs(60))?;
     ensure!(
         status.success(),
@@ -120,8 +123,8 @@ fn connect_reset_by_the_peer_fails(backend: Backend) -> Result<()> {
     let lab = Lab::new()?;
     let listener = lab.peer_listen(PORT)?;
     let mut client = connect(&lab, backend, PORT, "/dev/null", "/dev/null")?;
-    let stream =
-        accept_one(&listener, Duration::from_secs(20)).with_context(|| client.transcript())?;
+    let stream = accept_one(&listener, &mut client, Duration::from_secs(20))
+        .with_context(|| client.transcript())?;
     set_linger_zero(&stream)?;
     drop(stream);
     let status = client.wait_timeout(Duration::from_secs(20))?;
