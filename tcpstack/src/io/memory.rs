@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, Sleep};
 
-use super::Backend;
+use super::{Backend, BackendStats};
 use crate::wire::{MacAddr, ETHERNET_HEADER_LEN};
 
 /// The MAC of the first backend returned by [`link`].
@@ -36,14 +36,6 @@ pub struct LinkConfig {
     pub delay: Duration,
     /// Seeds the loss decisions, so a test replays the same drops.
     pub seed: u64,
-}
-
-/// Counters of one backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    pub frames_sent: u64,
-    pub frames_received: u64,
-    pub frames_dropped: u64,
 }
 
 /// A perfect link: no loss, no delay.
@@ -87,7 +79,7 @@ pub struct MemoryBackend {
     delay: Duration,
     rng: SmallRng,
     timer: Option<Pin<Box<Sleep>>>,
-    stats: LinkStats,
+    stats: BackendStats,
 }
 
 impl MemoryBackend {
@@ -113,17 +105,13 @@ impl MemoryBackend {
                 config.seed ^ direction.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ),
             timer: None,
-            stats: LinkStats::default(),
+            stats: BackendStats::default(),
         }
     }
 
     /// This end's MAC address.
     pub fn mac(&self) -> MacAddr {
         self.mac
-    }
-
-    pub fn stats(&self) -> LinkStats {
-        self.stats
     }
 }
 
@@ -177,12 +165,13 @@ impl Backend for MemoryBackend {
         }
         let count = self.arrived.len();
         for frame in self.arrived.drain(..) {
+            self.stats.rx_bytes += frame.len() as u64;
             sink(&frame);
             if self.free.len() < FREE_BUFFERS {
                 self.free.push(frame);
             }
         }
-        self.stats.frames_received += count as u64;
+        self.stats.rx_frames += count as u64;
         Poll::Ready(Ok(count))
     }
 
@@ -194,7 +183,7 @@ impl Backend for MemoryBackend {
             ));
         }
         if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            self.stats.frames_dropped += 1;
+            self.stats.tx_dropped += 1;
             return Ok(());
         }
         let mut bytes = self.free.pop().unwrap_or_default();
@@ -204,7 +193,8 @@ impl Backend for MemoryBackend {
         bytes[6..12].copy_from_slice(&self.mac);
         let deliver_at = (!self.delay.is_zero()).then(|| Instant::now() + self.delay);
         self.batch.push(InFlight { deliver_at, bytes });
-        self.stats.frames_sent += 1;
+        self.stats.tx_frames += 1;
+        self.stats.tx_bytes += frame.len() as u64;
         Ok(())
     }
 
@@ -221,6 +211,10 @@ impl Backend for MemoryBackend {
             waker.wake();
         }
         Ok(())
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.stats
     }
 }
 
@@ -256,8 +250,8 @@ mod tests {
         assert_eq!(got[1][ETHERNET_HEADER_LEN], 2);
         assert_eq!(&got[0][0..6], &MAC_B);
         assert_eq!(&got[0][6..12], &MAC_A);
-        assert_eq!(a.stats().frames_sent, 2);
-        assert_eq!(b.stats().frames_received, 2);
+        assert_eq!(a.stats().tx_frames, 2);
+        assert_eq!(b.stats().rx_frames, 2);
     }
 
     #[tokio::test]
@@ -280,8 +274,8 @@ mod tests {
             a.send(&frame(0)).unwrap();
         }
         a.flush().unwrap();
-        assert_eq!(a.stats().frames_dropped, 10);
-        assert_eq!(a.stats().frames_sent, 0);
+        assert_eq!(a.stats().tx_dropped, 10);
+        assert_eq!(a.stats().tx_frames, 0);
     }
 
     #[tokio::test(start_paused = true)]

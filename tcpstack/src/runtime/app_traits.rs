@@ -19,7 +19,11 @@ impl Listener for TcpListener {
     }
 }
 
-impl StreamInfo for TcpStream {}
+impl StreamInfo for TcpStream {
+    fn retransmits(&self) -> Option<u64> {
+        self.stats().map(|stats| stats.retransmits)
+    }
+}
 
 /// Active opens on this stack, Nagle off (as `apps::TokioConnector` does for the kernel).
 impl Connector for Stack {

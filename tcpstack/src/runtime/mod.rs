@@ -39,7 +39,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, EndpointEvent};
-use crate::io::Backend;
+use crate::io::{Backend, BackendStats};
 use crate::tcp::{ConnectionError, Event};
 
 /// Counters kept by the driver.
@@ -157,6 +157,11 @@ impl Stack {
 
     pub fn stats(&self) -> StackStats {
         self.inner.shared.lock().stats
+    }
+
+    /// The link's counters.
+    pub fn backend_stats(&self) -> BackendStats {
+        self.inner.shared.lock().backend.stats()
     }
 
     /// Runs `f` on the endpoint under the stack's lock (for its counters, say). Keep it short:

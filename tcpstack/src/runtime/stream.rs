@@ -296,6 +296,15 @@ impl TcpStream {
         Ok(self.conn.peer)
     }
 
+    /// The connection's counters (segments, retransmissions, RTT, window); `None` once the
+    /// endpoint has freed it.
+    pub fn stats(&self) -> Option<crate::tcp::ConnectionStats> {
+        self.conn
+            .with(|conn, _| conn.map(|c| c.stats()))
+            .ok()
+            .flatten()
+    }
+
     /// Turns Nagle's algorithm (RFC 9293 §3.7.4) off (`true`) or on.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.conn.with(|conn, slot| {

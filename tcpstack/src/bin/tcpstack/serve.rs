@@ -55,8 +55,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let summary = summary(&stack);
     eprintln!("{summary}");
     if let Some(path) = &args.stats_json {
-        let json = serde_json::json!({ "runtime": stats_json(&stack) });
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+        std::fs::write(path, serde_json::to_vec_pretty(&stats_json(&stack))?)
             .with_context(|| format!("cannot write the statistics to {}", path.display()))?;
     }
     match outcome {
@@ -87,31 +86,41 @@ async fn print_stats_every(stack: Stack, secs: u64) {
 /// One paragraph for a person.
 fn summary(stack: &Stack) -> String {
     let stats = stack.stats();
+    let link = stack.backend_stats();
     format!(
-        "tcpstack summary: {} connections accepted, {} opened; {} frames received ({} not IPv4), \
-         {} sent ({} send errors); {} resets, {} timeouts; {} connections still open at exit.",
+        "tcpstack summary: {} connections accepted and {} opened, {} reset and {} timed out, \
+         {} still open at exit; the link received {} frames ({} bytes) and sent {} ({} bytes), \
+         dropping {} on transmit and {} in the kernel; the XDP program redirected {} packets \
+         and passed {} to the kernel.",
         stats.accepted,
         stats.connected,
-        stats.frames_received,
-        stats.frames_ignored,
-        stats.frames_sent,
-        stats.send_errors,
         stats.resets,
         stats.timeouts,
         stack.open_connections(),
+        link.rx_frames,
+        link.rx_bytes,
+        link.tx_frames,
+        link.tx_bytes,
+        link.tx_dropped,
+        link.kernel_dropped,
+        link.xdp.redirected,
+        link.xdp.passed,
     )
 }
 
 fn stats_json(stack: &Stack) -> serde_json::Value {
     let stats = stack.stats();
     serde_json::json!({
-        "accepted": stats.accepted,
-        "connected": stats.connected,
-        "frames_received": stats.frames_received,
-        "frames_ignored": stats.frames_ignored,
-        "frames_sent": stats.frames_sent,
-        "send_errors": stats.send_errors,
-        "resets": stats.resets,
-        "timeouts": stats.timeouts,
+        "runtime": {
+            "accepted": stats.accepted,
+            "connected": stats.connected,
+            "frames_received": stats.frames_received,
+            "frames_ignored": stats.frames_ignored,
+            "frames_sent": stats.frames_sent,
+            "send_errors": stats.send_errors,
+            "resets": stats.resets,
+            "timeouts": stats.timeouts,
+        },
+        "link": stack.backend_stats(),
     })
 }
