@@ -33,6 +33,7 @@ mod isn;
 pub mod prr;
 mod recv_buffer;
 mod rtt;
+pub mod sack;
 mod send_buffer;
 mod time_wait;
 
