@@ -686,7 +686,9 @@ impl Connection {
             };
             let data = &payload[skip..];
             let start = payload_seq + skip;
-            let offset = (start - self.rcv_nxt) as usize;
+            // Never negative after the trim (the acceptability test guarantees it); 0 keeps an
+            // empty remainder harmless anyway.
+            let offset = usize::try_from(start.distance(self.rcv_nxt)).unwrap_or(0);
             let in_window = self.receive_window() as usize;
             let data = &data[..data.len().min(in_window.saturating_sub(offset))];
             if !data.is_empty() {

@@ -261,7 +261,8 @@ fn clean_link_transfers_both_ways() {
 
 #[test]
 fn lossy_duplicating_reordering_link_delivers_everything_once() {
-    // LOSSY_SEED=n replays one seed; LOSSY_SEEDS=n runs more of them.
+    // LOSSY_SEED=n replays one seed; LOSSY_SEEDS=n runs more of them; LOSSY_MAX_BYTES=n sends
+    // up to n bytes each way.
     let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
     let seeds = match (env("LOSSY_SEED"), env("LOSSY_SEEDS")) {
         (Some(seed), _) => seed..seed + 1,
@@ -271,11 +272,12 @@ fn lossy_duplicating_reordering_link_delivers_everything_once() {
     for seed in seeds {
         let mut rng = SmallRng::seed_from_u64(seed);
         let loss = [0.01, 0.05, 0.1, 0.2][rng.gen_range(0..4)];
+        let max_bytes = env("LOSSY_MAX_BYTES").map_or(60_000, |n| n as usize);
         run(
             seed,
             loss,
-            rng.gen_range(0..60_000),
-            rng.gen_range(0..60_000),
+            rng.gen_range(0..max_bytes),
+            rng.gen_range(0..max_bytes),
         );
     }
 }

@@ -1,5 +1,23 @@
 //! Packet-level tests of the state machine in smoltcp's style: inject one segment, assert exactly
 //! which segments come out (flags, seq, ack, window, payload), with time advanced by hand.
+//!
+//! The RFC 9293 §3.3.2 state diagram, transition by transition:
+//! - CLOSED → SYN-SENT, SYN-SENT → ESTABLISHED: `handshake::active_open_*`
+//! - LISTEN → SYN-RECEIVED → ESTABLISHED: `handshake::passive_open_*` (LISTEN is the endpoint's,
+//!   its rules are `handshake::listen_rules_and_reset_for`)
+//! - SYN-SENT → SYN-RECEIVED: `handshake::simultaneous_open_*`
+//! - SYN-SENT → CLOSED: `handshake::close_in_syn_sent_*`, `rst_in_syn_sent_*`, `lost_syn_*`
+//! - SYN-RECEIVED → LISTEN (CLOSED here): `handshake::rst_in_syn_received_*`,
+//!   `new_syn_in_syn_received_*`, `synack_retries_exhausted_*`
+//! - SYN-RECEIVED → FIN-WAIT-1: `handshake::close_in_syn_received_*`
+//! - ESTABLISHED → FIN-WAIT-1 → FIN-WAIT-2 → TIME-WAIT → CLOSED: `close::active_close_*`
+//! - FIN-WAIT-1 → TIME-WAIT (FIN and ACK together): `close::fin_and_ack_together_*`
+//! - FIN-WAIT-1 → CLOSING → TIME-WAIT: `close::simultaneous_close_*`
+//! - ESTABLISHED → CLOSE-WAIT → LAST-ACK → CLOSED: `close::passive_close_*`
+//! - any synchronized state → CLOSED by RST or ABORT: `close::exact_rst_*`, `close::abort_*`,
+//!   `close::rst_in_closing_states_*`, `close::time_wait_rules_*`
+//! Losses: `handshake::lost_syn_*`, `lost_syn_ack_*`, `lost_final_ack_*`; `close::lost_fin_*`,
+//! `lost_ack_of_fin_*`, `lost_last_ack_in_time_wait_*`, `fin_lost_in_closing_*`.
 
 mod close;
 mod data;
