@@ -16,6 +16,7 @@
 //! - ESTABLISHED → CLOSE-WAIT → LAST-ACK → CLOSED: `close::passive_close_*`
 //! - any synchronized state → CLOSED by RST or ABORT: `close::exact_rst_*`, `close::abort_*`,
 //!   `close::rst_in_closing_states_*`, `close::time_wait_rules_*`
+//!
 //! Losses: `handshake::lost_syn_*`, `lost_syn_ack_*`, `lost_final_ack_*`; `close::lost_fin_*`,
 //! `lost_ack_of_fin_*`, `lost_last_ack_in_time_wait_*`, `fin_lost_in_closing_*`.
 
