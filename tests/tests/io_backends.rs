@@ -335,13 +335,41 @@ where
     B: Backend,
     F: FnOnce(String) -> Result<B> + Send,
 {
+    active_open_to(lab, lab.addr_b(), open)
+}
+
+/// [`active_open_through`] to `addr_b`, an address of namespace B that may sit behind a route.
+fn active_open_to<B, F>(lab: &Lab, addr_b: std::net::Ipv4Addr, open: F) -> Result<BackendStats>
+where
+    B: Backend,
+    F: FnOnce(String) -> Result<B> + Send,
+{
     let iface = lab.spec.if_a.clone();
-    let (addr_a, addr_b) = (lab.addr_a(), lab.addr_b());
+    let addr_a = lab.addr_a();
     lab.exec_in(lab.ns_a(), &["ip", "neigh", "flush", "all"])?;
-    let listener = lab.peer_listen(PEER_PORT)?;
+    let listener = in_netns(lab.ns_b(), move || {
+        std::net::TcpListener::bind(SocketAddrV4::new(addr_b, PEER_PORT))
+    })??;
     std::thread::scope(|scope| -> Result<BackendStats> {
         let accepted = scope.spawn(move || -> std::io::Result<SocketAddrV4> {
-            let (_stream, peer) = listener.accept()?;
+            // Gives up in time, so a failed handshake fails the test instead of hanging it.
+            listener.set_nonblocking(true)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let peer = loop {
+                match listener.accept() {
+                    Ok((_stream, peer)) => break peer,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if std::time::Instant::now() > deadline {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "no connection accepted",
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             match peer {
                 std::net::SocketAddr::V4(v4) => Ok(v4),
                 other => Err(std::io::Error::other(format!("unexpected peer {other}"))),
@@ -417,7 +445,8 @@ where
         Ok(stats)
     })
     .and_then(|stats| {
-        let neighbours = lab.exec_in(lab.ns_a(), &["ip", "neigh", "show", &addr_b.to_string()])?;
+        let b = lab.addr_b().to_string();
+        let neighbours = lab.exec_in(lab.ns_a(), &["ip", "neigh", "show", &b])?;
         assert!(
             neighbours.contains("lladdr"),
             "the kernel of A resolved B for us: {neighbours:?}"
@@ -988,6 +1017,36 @@ fn xdp_backend_moves_bursts_larger_than_its_rings_and_recycles_frames() -> Resul
         assert_eq!(stats.rx_frames, FRAMES as u64, "{stats:?}");
         assert_eq!(stats.kernel_dropped, 0, "{stats:?}");
         Ok(())
+    })?;
+    lab.destroy()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn xdp_backend_reaches_an_off_link_address_through_its_gateway() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    // B also owns 198.18.250.1, which A reaches through B as its gateway.
+    let behind = std::net::Ipv4Addr::new(198, 18, 250, 1);
+    lab.exec_in(
+        lab.ns_b(),
+        &["ip", "addr", "add", "198.18.250.1/32", "dev", "lo"],
+    )?;
+    // B answers ARP only for addresses of the asking interface, so asking the link for
+    // 198.18.250.1 itself would go unanswered: only the gateway's MAC works.
+    for conf in ["all", "default", lab.spec.if_b.as_str()] {
+        let key = format!("net.ipv4.conf.{conf}.arp_ignore=1");
+        lab.exec_in(lab.ns_b(), &["sysctl", "-q", "-w", &key])?;
+    }
+    let via = lab.addr_b().to_string();
+    lab.exec_in(
+        lab.ns_a(),
+        &["ip", "route", "add", "198.18.250.0/24", "via", &via],
+    )?;
+    active_open_to(&lab, behind, |iface| {
+        Ok(XdpBackend::new(XdpConfig::new(iface))?)
     })?;
     lab.destroy()
 }

@@ -49,6 +49,8 @@ pub struct Neighbours {
     ifindex: u32,
     learned: HashMap<Ipv4Addr, MacAddr>,
     pending: HashMap<Ipv4Addr, Pending>,
+    /// The gateway (or the destination itself) each destination asked about goes through.
+    next_hops: HashMap<Ipv4Addr, Ipv4Addr>,
     table: Option<NeighbourTable>,
     timer: Option<Pin<Box<Sleep>>>,
     /// Frames given up on because their destination never resolved.
@@ -62,6 +64,7 @@ impl Neighbours {
             ifindex,
             learned: HashMap::new(),
             pending: HashMap::new(),
+            next_hops: HashMap::new(),
             table: None,
             timer: None,
             dropped: 0,
@@ -105,8 +108,13 @@ impl Neighbours {
             retry: FIRST_RETRY,
         });
         if pending.frames.is_empty() {
+            let next_hop = self
+                .next_hops
+                .get(&destination)
+                .copied()
+                .unwrap_or(destination);
             if let Some(table) = self.table.as_mut() {
-                if let Err(error) = table.request_resolution(self.ifindex, destination) {
+                if let Err(error) = table.request_resolution(self.ifindex, next_hop) {
                     tracing::debug!(%destination, %error, "asking the kernel to resolve failed");
                 }
             }
@@ -193,7 +201,19 @@ impl Neighbours {
             }
         }
         let table = self.table.as_mut()?;
-        match table.lookup(self.ifindex, destination) {
+        // Off-link destinations are reached through their gateway's MAC.
+        let next_hop = match table.next_hop(destination) {
+            Ok(gateway) => gateway.unwrap_or(destination),
+            Err(error) => {
+                tracing::debug!(%destination, %error, "route lookup failed");
+                destination
+            }
+        };
+        if self.next_hops.len() >= MAX_LEARNED {
+            self.next_hops.clear();
+        }
+        self.next_hops.insert(destination, next_hop);
+        match table.lookup(self.ifindex, next_hop) {
             Ok(Some(mac)) => {
                 self.learned.insert(destination, mac);
                 Some(mac)

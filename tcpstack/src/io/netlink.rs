@@ -1,6 +1,7 @@
-//! The kernel's neighbour table over rtnetlink, hand-written on libc: look up the MAC of an
-//! IPv4 neighbour (RTM_GETNEIGH) and ask the kernel to resolve one it does not know
-//! (RTM_NEWNEIGH with NTF_USE, which makes the kernel send the ARP request and keep the answer).
+//! The kernel's routing and neighbour tables over rtnetlink, hand-written on libc: the next hop
+//! toward an address (RTM_GETROUTE), the MAC of an IPv4 neighbour (RTM_GETNEIGH), and a request
+//! that the kernel resolve one it does not know (RTM_NEWNEIGH with NTF_USE, which makes the
+//! kernel send the ARP request and keep the answer).
 
 use std::io;
 use std::mem;
@@ -108,6 +109,15 @@ impl NeighbourTable {
         }
     }
 
+    /// The gateway packets to `addr` go through, or `None` when `addr` is on a local link.
+    pub fn next_hop(&mut self, addr: Ipv4Addr) -> io::Result<Option<Ipv4Addr>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let request = route_request(self.sequence, addr);
+        self.send(&request)?;
+        let len = self.recv()?;
+        parse_route_reply(&self.buffer[..len])
+    }
+
     fn send(&self, request: &[u8]) -> io::Result<()> {
         // SAFETY: `request` is a valid buffer for the duration of the call; the kernel is the
         // default destination of a netlink socket.
@@ -171,6 +181,74 @@ fn neighbour_request(
     msg.extend_from_slice(&libc::NDA_DST.to_ne_bytes());
     msg.extend_from_slice(&addr.octets());
     msg
+}
+
+const RTMSG_LEN: usize = 12;
+
+/// nlmsghdr + rtmsg (AF_INET, /32) + RTA_DST, as `ip route get` sends it.
+fn route_request(sequence: u32, addr: Ipv4Addr) -> Vec<u8> {
+    let total = NLMSG_HDR_LEN + RTMSG_LEN + RTA_HDR_LEN + 4;
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_GETROUTE.to_ne_bytes());
+    msg.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    msg.extend_from_slice(&sequence.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    msg.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0]);
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&((RTA_HDR_LEN + 4) as u16).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTA_DST.to_ne_bytes());
+    msg.extend_from_slice(&addr.octets());
+    msg
+}
+
+fn parse_route_reply(buf: &[u8]) -> io::Result<Option<Ipv4Addr>> {
+    let mut at = 0;
+    while at + NLMSG_HDR_LEN <= buf.len() {
+        let len = read_u32(buf, at)? as usize;
+        let message_type = read_u16(buf, at + 4)?;
+        if len < NLMSG_HDR_LEN || at + len > buf.len() {
+            return Err(malformed());
+        }
+        let body = &buf[at + NLMSG_HDR_LEN..at + len];
+        match message_type {
+            NLMSG_ERROR => {
+                let errno = -(read_u32(body, 0)? as i32);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            libc::RTM_NEWROUTE => {
+                if body.len() < RTMSG_LEN {
+                    return Err(malformed());
+                }
+                let mut gateway = None;
+                for (kind, value) in attributes(&body[RTMSG_LEN..])? {
+                    if kind == libc::RTA_GATEWAY && value.len() == 4 {
+                        gateway = Some(Ipv4Addr::new(value[0], value[1], value[2], value[3]));
+                    }
+                }
+                return Ok(gateway);
+            }
+            _ => {}
+        }
+        at += align4(len);
+    }
+    Err(malformed())
+}
+
+/// The (type, value) pairs of a run of rtattrs.
+fn attributes(mut buf: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while buf.len() >= RTA_HDR_LEN {
+        let len = usize::from(read_u16(buf, 0)?);
+        let kind = read_u16(buf, 2)?;
+        if len < RTA_HDR_LEN || len > buf.len() {
+            return Err(malformed());
+        }
+        out.push((kind, &buf[RTA_HDR_LEN..len]));
+        buf = &buf[align4(len).min(buf.len())..];
+    }
+    Ok(out)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -365,11 +443,51 @@ mod tests {
         );
     }
 
+    fn new_route(gateway: Option<Ipv4Addr>) -> Vec<u8> {
+        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 254, 2, 0, 1];
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend(attr(libc::RTA_DST, &PEER.octets()));
+        if let Some(gw) = gateway {
+            body.extend(attr(libc::RTA_GATEWAY, &gw.octets()));
+        }
+        body.extend(attr(4, &3u32.to_ne_bytes()));
+        message(libc::RTM_NEWROUTE, &body)
+    }
+
+    #[test]
+    fn routes_name_their_gateway() {
+        let gw = Ipv4Addr::new(198, 18, 0, 254);
+        assert_eq!(parse_route_reply(&new_route(Some(gw))).unwrap(), Some(gw));
+        assert_eq!(parse_route_reply(&new_route(None)).unwrap(), None);
+        let request = route_request(9, PEER);
+        assert_eq!(read_u16(&request, 4).unwrap(), libc::RTM_GETROUTE);
+        assert_eq!(request[17], 32, "a host route lookup");
+        assert_eq!(&request[request.len() - 4..], &PEER.octets());
+    }
+
+    #[test]
+    fn unreachable_routes_are_errors() {
+        let mut body = (-libc::ENETUNREACH).to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0; 16]);
+        let error = parse_route_reply(&message(NLMSG_ERROR, &body)).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENETUNREACH));
+    }
+
+    #[test]
+    fn local_routes_resolve_on_loopback() {
+        let mut table = NeighbourTable::open().expect("rtnetlink is always there");
+        assert_eq!(table.next_hop(Ipv4Addr::LOCALHOST).unwrap(), None);
+    }
+
     #[test]
     fn truncated_replies_are_errors_not_panics() {
         let reply = new_neigh(libc::NUD_REACHABLE, PEER, Some(MAC));
         for cut in 0..reply.len() {
             let _ = parse_neighbour_reply(&reply[..cut], PEER);
+        }
+        let route = new_route(Some(PEER));
+        for cut in 0..route.len() {
+            let _ = parse_route_reply(&route[..cut]);
         }
         let mut lying = reply.clone();
         lying[0..4].copy_from_slice(&1000u32.to_ne_bytes());
