@@ -2,12 +2,31 @@
 //! queues, TIME-WAIT entries, RSTs for strays, ISN secrets and counters. Sans-IO: takes IPv4
 //! packets and a clock, returns IPv4 packets and events.
 //!
-//! STUB: the API below is the contract other layers build on; the implementation is in progress.
+//! Driving it: feed packets to [`Endpoint::handle_packet`], call [`Endpoint::handle_timeout`] at
+//! [`Endpoint::poll_timeout`], drain [`Endpoint::poll_transmit`] until it returns false and
+//! [`Endpoint::poll_event`] until `None` after each of those and after using a connection through
+//! [`Endpoint::connection_mut`]. Every operation costs O(log n) in the number of connections: the
+//! timers sit in one heap, and only connections that were touched are looked at again.
 
+mod stats;
+
+pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
+
+use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
-use crate::tcp::{self, Connection, Event};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::tcp::{
+    self, Connection, Event, FourTuple, IsnGenerator, ListenAction, Segment, State, TimeWait,
+    TimeWaitOutcome,
+};
+use crate::wire::{self, TcpHeader};
 
 /// Identifies one connection inside an [`Endpoint`]; never reused while the endpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,8 +40,11 @@ pub struct EndpointConfig {
     pub max_half_open: usize,
     /// Most established connections waiting in a listener's accept queue.
     pub accept_backlog: usize,
-    /// First and last ephemeral port for active opens.
+    /// First and last ephemeral port for active opens. The default lies above Linux's
+    /// ip_local_port_range (32768–60999) so that the kernel's own connections are never stolen.
     pub ephemeral_ports: (u16, u16),
+    /// Most endpoint-generated replies (RSTs, TIME-WAIT ACKs) waiting for `poll_transmit`.
+    pub max_queued_replies: usize,
 }
 
 impl Default for EndpointConfig {
@@ -31,7 +53,8 @@ impl Default for EndpointConfig {
             connection: tcp::Config::default(),
             max_half_open: 1024,
             accept_backlog: 1024,
-            ephemeral_ports: (32768, 60999),
+            ephemeral_ports: (61000, 65535),
+            max_queued_replies: 1024,
         }
     }
 }
@@ -41,7 +64,9 @@ impl Default for EndpointConfig {
 pub enum EndpointEvent {
     /// A connection on this listening address finished its handshake and can be accepted.
     Incoming(SocketAddrV4),
-    /// Something happened on one connection.
+    /// Something happened on one connection. Connections waiting in an accept queue report
+    /// nothing until accepted; `accept` then reports `Connected`. `Closed` is the last event of
+    /// a handle: it comes when the connection reached CLOSED or was replaced by a TIME-WAIT entry.
     Connection(ConnectionHandle, Event),
 }
 
@@ -55,56 +80,771 @@ pub enum EndpointError {
     UnknownConnection,
 }
 
+/// Where a connection stands with respect to its user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Opened by `connect`.
+    Active,
+    /// In SYN-RECEIVED, counted against this listener's half-open queue.
+    HalfOpen(SocketAddrV4),
+    /// Established, waiting in this listener's accept queue.
+    Queued(SocketAddrV4),
+    /// Handed out by `accept`.
+    Accepted,
+}
+
+impl Role {
+    fn is_user_visible(self) -> bool {
+        matches!(self, Role::Active | Role::Accepted)
+    }
+}
+
+struct Slot {
+    conn: Connection,
+    role: Role,
+    /// The deadline this connection has in the timer heap, and that entry's generation.
+    timer: Option<(Instant, u64)>,
+    /// Queued in `touched` (must be looked at again).
+    touched: bool,
+    /// Queued in `sending` (may have segments to transmit).
+    sending: bool,
+}
+
+struct Listener {
+    half_open: usize,
+    accept_queue: VecDeque<ConnectionHandle>,
+}
+
+struct TimeWaitSlot {
+    record: TimeWait,
+    timer_generation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerTarget {
+    Connection(ConnectionHandle),
+    TimeWait(FourTuple),
+}
+
+/// A timer in the heap. Stale entries (the owner re-armed or was freed) are skipped when they
+/// surface: an entry is live only while its generation is the one its owner recorded.
+#[derive(Debug, PartialEq, Eq)]
+struct TimerEntry {
+    deadline: Instant,
+    generation: u64,
+    target: TimerTarget,
+}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Reversed, so that `BinaryHeap` pops the earliest deadline first. Generations are unique, so
+/// this order is total.
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.deadline, other.generation).cmp(&(self.deadline, self.generation))
+    }
+}
+
+/// A segment the endpoint itself answers with (not from a connection).
+struct Reply {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    header: TcpHeader,
+    payload: Bytes,
+}
+
 pub struct Endpoint {
-    _private: (),
+    config: EndpointConfig,
+    local_addr: Ipv4Addr,
+    isn: IsnGenerator,
+    rng: SmallRng,
+    now: Instant,
+    next_handle: u64,
+    next_timer_generation: u64,
+    ip_identification: u16,
+    connections: HashMap<ConnectionHandle, Slot>,
+    by_tuple: HashMap<FourTuple, ConnectionHandle>,
+    listeners: HashMap<SocketAddrV4, Listener>,
+    time_wait: HashMap<FourTuple, TimeWaitSlot>,
+    timers: BinaryHeap<TimerEntry>,
+    /// Connections to look at again: events, state changes, timers.
+    touched: VecDeque<ConnectionHandle>,
+    /// Connections that may have segments to send.
+    sending: VecDeque<ConnectionHandle>,
+    replies: VecDeque<Reply>,
+    events: VecDeque<EndpointEvent>,
+    stats: EndpointStats,
+    /// Retransmits of connections already freed.
+    retransmits_of_freed: u64,
 }
 
 impl Endpoint {
     /// `seed` keys the ISN hash (RFC 6528) and everything else random, so tests replay exactly.
-    pub fn new(_config: EndpointConfig, _local_addr: Ipv4Addr, _seed: u64, _now: Instant) -> Self {
-        todo!()
+    pub fn new(config: EndpointConfig, local_addr: Ipv4Addr, seed: u64, now: Instant) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let isn = IsnGenerator::from_seed(rng.gen(), now);
+        Endpoint {
+            config,
+            local_addr,
+            isn,
+            rng,
+            now,
+            next_handle: 0,
+            next_timer_generation: 0,
+            ip_identification: 0,
+            connections: HashMap::new(),
+            by_tuple: HashMap::new(),
+            listeners: HashMap::new(),
+            time_wait: HashMap::new(),
+            timers: BinaryHeap::new(),
+            touched: VecDeque::new(),
+            sending: VecDeque::new(),
+            replies: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+            retransmits_of_freed: 0,
+        }
     }
 
-    pub fn listen(&mut self, _addr: SocketAddrV4) -> Result<(), EndpointError> {
-        todo!()
+    pub fn local_addr(&self) -> Ipv4Addr {
+        self.local_addr
     }
 
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Listens on `addr`; an unspecified IP (0.0.0.0) listens on the endpoint's address.
+    pub fn listen(&mut self, addr: SocketAddrV4) -> Result<(), EndpointError> {
+        match self.listeners.entry(addr) {
+            Entry::Occupied(_) => Err(EndpointError::AddrInUse),
+            Entry::Vacant(entry) => {
+                entry.insert(Listener {
+                    half_open: 0,
+                    accept_queue: VecDeque::new(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops listening on `addr`. Connections already opened through it live on; those not yet
+    /// accepted are reset.
+    pub fn unlisten(&mut self, addr: SocketAddrV4) -> Result<(), EndpointError> {
+        if self.listeners.remove(&addr).is_none() {
+            return Err(EndpointError::UnknownConnection);
+        }
+        let orphans: Vec<ConnectionHandle> = self
+            .connections
+            .iter()
+            .filter(
+                |(_, slot)| matches!(slot.role, Role::HalfOpen(a) | Role::Queued(a) if a == addr),
+            )
+            .map(|(&handle, _)| handle)
+            .collect();
+        for handle in orphans {
+            if let Some(slot) = self.connections.get_mut(&handle) {
+                slot.role = Role::Accepted;
+                slot.conn.abort();
+                self.touch(handle);
+            }
+        }
+        Ok(())
+    }
+
+    /// Active open from an ephemeral port (RFC 6056 §3.3.1: a random starting point, then the
+    /// next free port).
     pub fn connect(
         &mut self,
-        _remote: SocketAddrV4,
-        _now: Instant,
+        remote: SocketAddrV4,
+        now: Instant,
     ) -> Result<ConnectionHandle, EndpointError> {
-        todo!()
+        self.advance(now);
+        let (first, last) = self.config.ephemeral_ports;
+        let (first, last) = (first.min(last), first.max(last));
+        let count = u32::from(last - first) + 1;
+        let start = self.rng.gen_range(0..count);
+        let tuple = (0..count)
+            .map(|i| {
+                let port = first + ((start + i) % count) as u16;
+                FourTuple {
+                    local: SocketAddrV4::new(self.local_addr, port),
+                    remote,
+                }
+            })
+            .find(|tuple| self.tuple_is_free(tuple))
+            .ok_or(EndpointError::NoFreePort)?;
+        let isn = self.isn.isn(&tuple, now);
+        let conn = Connection::connect(self.config.connection.clone(), tuple, isn, now);
+        self.stats.active_opens += 1;
+        Ok(self.insert(conn, Role::Active))
     }
 
     /// Takes the next established connection queued on a listener.
-    pub fn accept(&mut self, _listener: SocketAddrV4) -> Option<ConnectionHandle> {
-        todo!()
+    pub fn accept(&mut self, listener: SocketAddrV4) -> Option<ConnectionHandle> {
+        self.sync_touched();
+        let handle = self
+            .listeners
+            .get_mut(&listener)?
+            .accept_queue
+            .pop_front()?;
+        let slot = self.connections.get_mut(&handle)?;
+        slot.role = Role::Accepted;
+        self.events
+            .push_back(EndpointEvent::Connection(handle, Event::Connected));
+        self.touch(handle);
+        Some(handle)
     }
 
-    pub fn connection_mut(&mut self, _handle: ConnectionHandle) -> Option<&mut Connection> {
-        todo!()
+    /// A connection, for `send`, `recv`, `close` and the like. The endpoint looks at it again on
+    /// the next call to any of its `&mut self` methods.
+    pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
+        if !self.connections.contains_key(&handle) {
+            return None;
+        }
+        self.touch(handle);
+        self.connections.get_mut(&handle).map(|slot| &mut slot.conn)
+    }
+
+    pub fn connection(&self, handle: ConnectionHandle) -> Option<&Connection> {
+        self.connections.get(&handle).map(|slot| &slot.conn)
+    }
+
+    /// Connections in the table (TIME-WAIT entries not included).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn time_wait_count(&self) -> usize {
+        self.time_wait.len()
+    }
+
+    /// No connection, no TIME-WAIT entry, nothing left to send.
+    pub fn is_idle(&self) -> bool {
+        self.connections.is_empty() && self.time_wait.is_empty() && self.replies.is_empty()
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        let live: u64 = self
+            .connections
+            .values()
+            .map(|slot| slot.conn.stats().retransmits)
+            .sum();
+        EndpointStats {
+            retransmits: self.retransmits_of_freed + live,
+            connections_now: self.connections.len() as u64,
+            time_wait_now: self.time_wait.len() as u64,
+            ..self.stats
+        }
     }
 
     /// Processes one received IPv4 packet (header included).
-    pub fn handle_packet(&mut self, _packet: &[u8], _now: Instant) {
-        todo!()
+    pub fn handle_packet(&mut self, packet: &[u8], now: Instant) {
+        self.advance(now);
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        let parsed = match wire::parse_ipv4_tcp(packet) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.stats.drops.wire.count(error);
+                return;
+            }
+        };
+        if parsed.ip.dst != self.local_addr {
+            self.stats.drops.wrong_destination += 1;
+            return;
+        }
+        let src = parsed.ip.src;
+        if src.is_broadcast()
+            || src.is_multicast()
+            || src.is_unspecified()
+            || src == self.local_addr
+        {
+            self.stats.drops.bad_source += 1;
+            return;
+        }
+        let header = &parsed.tcp;
+        if header.flags.rst() {
+            self.stats.resets_received += 1;
+        }
+        let tuple = FourTuple {
+            local: SocketAddrV4::new(parsed.ip.dst, header.dst_port),
+            remote: SocketAddrV4::new(src, header.src_port),
+        };
+        if let Some(&handle) = self.by_tuple.get(&tuple) {
+            if let Some(slot) = self.connections.get_mut(&handle) {
+                slot.conn.handle_segment(header, parsed.payload, now);
+                self.touch(handle);
+                self.sync_touched();
+            }
+            return;
+        }
+        if self.handle_time_wait(&tuple, header, parsed.payload.len(), now) {
+            return;
+        }
+        if let Some(listener) = self.listener_for(tuple.local) {
+            self.handle_listen(listener, tuple, header, parsed.payload.len(), now);
+            return;
+        }
+        // RFC 9293 §3.10.7.1: CLOSED. A RST is never answered.
+        match tcp::reset_for(header, parsed.payload.len()) {
+            Some(reset) => {
+                self.stats.drops.no_connection += 1;
+                self.queue_reply(&tuple, reset);
+            }
+            None => self.stats.drops.stray_reset += 1,
+        }
     }
 
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.sync_touched();
+        while self.timers.peek().is_some_and(|t| t.deadline <= now) {
+            let Some(entry) = self.timers.pop() else {
+                break;
+            };
+            match entry.target {
+                TimerTarget::Connection(handle) => {
+                    let Some(slot) = self.connections.get_mut(&handle) else {
+                        continue;
+                    };
+                    if slot.timer.map(|(_, g)| g) != Some(entry.generation) {
+                        continue;
+                    }
+                    slot.timer = None;
+                    slot.conn.handle_timeout(now);
+                    self.touch(handle);
+                }
+                TimerTarget::TimeWait(tuple) => {
+                    let Some(tw) = self.time_wait.get(&tuple) else {
+                        continue;
+                    };
+                    if tw.timer_generation != entry.generation {
+                        continue;
+                    }
+                    if tw.record.is_expired(now) {
+                        self.time_wait.remove(&tuple);
+                    } else {
+                        let deadline = tw.record.deadline;
+                        self.arm_time_wait(tuple, deadline);
+                    }
+                }
+            }
+        }
+        self.sync_touched();
     }
 
     /// Writes the next IPv4 packet to send into `out` (cleared first); false when there is none.
-    pub fn poll_transmit(&mut self, _now: Instant, _out: &mut Vec<u8>) -> bool {
-        todo!()
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        self.advance(now);
+        self.sync_touched();
+        out.clear();
+        if let Some(reply) = self.replies.pop_front() {
+            self.emit(reply.src, reply.dst, &reply.header, &reply.payload, out);
+            return true;
+        }
+        while let Some(&handle) = self.sending.front() {
+            let Some(slot) = self.connections.get_mut(&handle) else {
+                self.sending.pop_front();
+                continue;
+            };
+            if let Some(segment) = slot.conn.poll_transmit(now) {
+                let tuple = slot.conn.tuple();
+                self.emit(
+                    *tuple.local.ip(),
+                    *tuple.remote.ip(),
+                    &segment.header,
+                    &segment.payload,
+                    out,
+                );
+                return true;
+            }
+            self.sending.pop_front();
+            slot.sending = false;
+            // Sending armed or moved timers (RTO, delayed ACK, persist).
+            self.mark_for_sync(handle);
+            self.sync_touched();
+        }
+        false
     }
 
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
-        todo!()
+        self.sync_touched();
+        self.events.pop_front()
     }
 
+    /// The earliest deadline of any connection or TIME-WAIT entry. Call it after `poll_transmit`
+    /// returned false: a connection learns some deadlines (the RTO) only when it transmits.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let heap = self.timers.peek().map(|t| t.deadline);
+        // Touched connections may have moved their deadlines since the heap saw them.
+        let touched = self
+            .touched
+            .iter()
+            .filter_map(|h| self.connections.get(h))
+            .filter_map(|slot| slot.conn.poll_timeout())
+            .min();
+        match (heap, touched) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- internals ----
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn tuple_is_free(&self, tuple: &FourTuple) -> bool {
+        !self.by_tuple.contains_key(tuple)
+            && !self.time_wait.contains_key(tuple)
+            && self.listener_for(tuple.local).is_none()
+    }
+
+    fn listener_for(&self, local: SocketAddrV4) -> Option<SocketAddrV4> {
+        let wildcard = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port());
+        [local, wildcard]
+            .into_iter()
+            .find(|addr| self.listeners.contains_key(addr))
+    }
+
+    fn insert(&mut self, conn: Connection, role: Role) -> ConnectionHandle {
+        let handle = ConnectionHandle(self.next_handle);
+        self.next_handle += 1;
+        self.by_tuple.insert(conn.tuple(), handle);
+        self.connections.insert(
+            handle,
+            Slot {
+                conn,
+                role,
+                timer: None,
+                touched: false,
+                sending: false,
+            },
+        );
+        self.touch(handle);
+        handle
+    }
+
+    /// Marks a connection to be looked at again and polled for segments.
+    fn touch(&mut self, handle: ConnectionHandle) {
+        self.mark_for_sync(handle);
+        if let Some(slot) = self.connections.get_mut(&handle) {
+            if !slot.sending {
+                slot.sending = true;
+                self.sending.push_back(handle);
+            }
+        }
+    }
+
+    /// Marks a connection to be looked at again (events, state, timer).
+    fn mark_for_sync(&mut self, handle: ConnectionHandle) {
+        if let Some(slot) = self.connections.get_mut(&handle) {
+            if !slot.touched {
+                slot.touched = true;
+                self.touched.push_back(handle);
+            }
+        }
+    }
+
+    fn sync_touched(&mut self) {
+        while let Some(handle) = self.touched.pop_front() {
+            self.sync(handle);
+        }
+        self.discard_stale_timers();
+    }
+
+    /// Collects a connection's events, follows its state (established → accept queue, TIME-WAIT
+    /// → compact entry, CLOSED → freed) and re-arms its timer.
+    fn sync(&mut self, handle: ConnectionHandle) {
+        let Some(slot) = self.connections.get_mut(&handle) else {
+            return;
+        };
+        slot.touched = false;
+        let mut closed = false;
+        while let Some(event) = slot.conn.poll_event() {
+            match event {
+                Event::Connected => {
+                    self.stats.connections_established += 1;
+                    if let Role::HalfOpen(listener) = slot.role {
+                        Self::promote(
+                            &mut self.listeners,
+                            &mut self.events,
+                            &mut self.stats,
+                            handle,
+                            slot,
+                            listener,
+                            self.config.accept_backlog,
+                        );
+                    }
+                }
+                Event::Closed => closed = true,
+                _ => {}
+            }
+            if slot.role.is_user_visible() && event != Event::Closed {
+                self.events
+                    .push_back(EndpointEvent::Connection(handle, event));
+            }
+        }
+        let state = slot.conn.state();
+        if closed || state == State::Closed {
+            self.free(handle, None);
+        } else if state == State::TimeWait && slot.conn.recv_available() == 0 {
+            let record = slot.conn.time_wait();
+            self.free(handle, record);
+        } else {
+            let deadline = slot.conn.poll_timeout();
+            if deadline != slot.timer.map(|(d, _)| d) {
+                slot.timer = deadline.map(|deadline| {
+                    let generation = self.next_timer_generation;
+                    self.next_timer_generation += 1;
+                    self.timers.push(TimerEntry {
+                        deadline,
+                        generation,
+                        target: TimerTarget::Connection(handle),
+                    });
+                    (deadline, generation)
+                });
+            }
+        }
+    }
+
+    /// A passive connection completed its handshake: from the half-open to the accept queue.
+    fn promote(
+        listeners: &mut HashMap<SocketAddrV4, Listener>,
+        events: &mut VecDeque<EndpointEvent>,
+        stats: &mut EndpointStats,
+        handle: ConnectionHandle,
+        slot: &mut Slot,
+        listener_addr: SocketAddrV4,
+        backlog: usize,
+    ) {
+        let Some(listener) = listeners.get_mut(&listener_addr) else {
+            slot.role = Role::Accepted;
+            slot.conn.abort();
+            return;
+        };
+        listener.half_open = listener.half_open.saturating_sub(1);
+        if listener.accept_queue.len() >= backlog {
+            // Linux's tcp_abort_on_overflow: the handshake cannot be undone, so refuse loudly.
+            stats.drops.accept_queue_full += 1;
+            slot.role = Role::Accepted;
+            slot.conn.abort();
+            return;
+        }
+        listener.accept_queue.push_back(handle);
+        slot.role = Role::Queued(listener_addr);
+        events.push_back(EndpointEvent::Incoming(listener_addr));
+    }
+
+    /// Removes a connection from every table, keeping what it still has to send; with a
+    /// TIME-WAIT record, the record takes its place.
+    fn free(&mut self, handle: ConnectionHandle, time_wait: Option<TimeWait>) {
+        let Some(mut slot) = self.connections.remove(&handle) else {
+            return;
+        };
+        let tuple = slot.conn.tuple();
+        while let Some(segment) = slot.conn.poll_transmit(self.now) {
+            let Segment { header, payload } = segment;
+            self.push_reply(Reply {
+                src: *tuple.local.ip(),
+                dst: *tuple.remote.ip(),
+                header,
+                payload,
+            });
+        }
+        while let Some(event) = slot.conn.poll_event() {
+            if slot.role.is_user_visible() && event != Event::Closed {
+                self.events
+                    .push_back(EndpointEvent::Connection(handle, event));
+            }
+        }
+        self.by_tuple.remove(&tuple);
+        match slot.role {
+            Role::HalfOpen(addr) => {
+                if let Some(listener) = self.listeners.get_mut(&addr) {
+                    listener.half_open = listener.half_open.saturating_sub(1);
+                }
+            }
+            Role::Queued(addr) => {
+                if let Some(listener) = self.listeners.get_mut(&addr) {
+                    listener.accept_queue.retain(|&h| h != handle);
+                }
+            }
+            Role::Active | Role::Accepted => {
+                self.events
+                    .push_back(EndpointEvent::Connection(handle, Event::Closed));
+            }
+        }
+        self.retransmits_of_freed += slot.conn.stats().retransmits;
+        self.stats.connections_closed += 1;
+        if let Some(record) = time_wait {
+            self.stats.time_wait_entries += 1;
+            let deadline = record.deadline;
+            self.time_wait.insert(
+                tuple,
+                TimeWaitSlot {
+                    record,
+                    timer_generation: 0,
+                },
+            );
+            self.arm_time_wait(tuple, deadline);
+        }
+    }
+
+    fn arm_time_wait(&mut self, tuple: FourTuple, deadline: Instant) {
+        let generation = self.next_timer_generation;
+        self.next_timer_generation += 1;
+        if let Some(tw) = self.time_wait.get_mut(&tuple) {
+            tw.timer_generation = generation;
+            self.timers.push(TimerEntry {
+                deadline,
+                generation,
+                target: TimerTarget::TimeWait(tuple),
+            });
+        }
+    }
+
+    /// Pops dead entries off the top of the heap, so that `poll_timeout` sees a live one.
+    fn discard_stale_timers(&mut self) {
+        while let Some(top) = self.timers.peek() {
+            let live = match top.target {
+                TimerTarget::Connection(handle) => self
+                    .connections
+                    .get(&handle)
+                    .is_some_and(|slot| slot.timer.map(|(_, g)| g) == Some(top.generation)),
+                TimerTarget::TimeWait(tuple) => self
+                    .time_wait
+                    .get(&tuple)
+                    .is_some_and(|tw| tw.timer_generation == top.generation),
+            };
+            if live {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// The TIME-WAIT rules for a segment whose tuple has an entry; false when there is none, or
+    /// when a new SYN took it over and the segment must go to the listener.
+    fn handle_time_wait(
+        &mut self,
+        tuple: &FourTuple,
+        header: &TcpHeader,
+        payload_len: usize,
+        now: Instant,
+    ) -> bool {
+        let Some(tw) = self.time_wait.get_mut(tuple) else {
+            return false;
+        };
+        let deadline_before = tw.record.deadline;
+        match tw.record.handle_segment(header, payload_len, now) {
+            TimeWaitOutcome::Drop => {
+                self.stats.drops.time_wait += 1;
+            }
+            TimeWaitOutcome::Reply(reply) => {
+                let deadline = tw.record.deadline;
+                self.queue_reply(tuple, reply);
+                if deadline != deadline_before {
+                    self.arm_time_wait(*tuple, deadline);
+                }
+            }
+            TimeWaitOutcome::Closed => {
+                self.time_wait.remove(tuple);
+            }
+            TimeWaitOutcome::Reopen => {
+                self.time_wait.remove(tuple);
+                self.stats.time_wait_reopened += 1;
+                return false;
+            }
+        }
+        self.discard_stale_timers();
+        true
+    }
+
+    /// RFC 9293 §3.10.7.2, LISTEN.
+    fn handle_listen(
+        &mut self,
+        listener_addr: SocketAddrV4,
+        tuple: FourTuple,
+        header: &TcpHeader,
+        payload_len: usize,
+        now: Instant,
+    ) {
+        match tcp::listen_action(header, payload_len) {
+            ListenAction::Drop => {
+                if header.flags.rst() {
+                    self.stats.drops.stray_reset += 1;
+                } else {
+                    self.stats.drops.listener_ignored += 1;
+                }
+            }
+            ListenAction::Reset(reset) => {
+                self.stats.drops.bad_ack += 1;
+                self.queue_reply(&tuple, reset);
+            }
+            ListenAction::Accept => {
+                let Some(listener) = self.listeners.get_mut(&listener_addr) else {
+                    return;
+                };
+                if listener.half_open >= self.config.max_half_open {
+                    self.stats.drops.half_open_full += 1;
+                    return;
+                }
+                if listener.accept_queue.len() >= self.config.accept_backlog {
+                    self.stats.drops.accept_queue_full += 1;
+                    return;
+                }
+                listener.half_open += 1;
+                let isn = self.isn.isn(&tuple, now);
+                let conn =
+                    Connection::accept(self.config.connection.clone(), tuple, header, isn, now);
+                self.stats.passive_opens += 1;
+                self.insert(conn, Role::HalfOpen(listener_addr));
+                self.sync_touched();
+            }
+        }
+    }
+
+    /// Queues a segment the endpoint sends on its own behalf on `tuple`.
+    fn queue_reply(&mut self, tuple: &FourTuple, header: TcpHeader) {
+        self.push_reply(Reply {
+            src: *tuple.local.ip(),
+            dst: *tuple.remote.ip(),
+            header,
+            payload: Bytes::new(),
+        });
+    }
+
+    fn push_reply(&mut self, reply: Reply) {
+        if self.replies.len() >= self.config.max_queued_replies {
+            self.stats.drops.reply_queue_full += 1;
+            return;
+        }
+        self.replies.push_back(reply);
+    }
+
+    fn emit(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        header: &TcpHeader,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        let identification = self.ip_identification;
+        self.ip_identification = self.ip_identification.wrapping_add(1);
+        wire::emit_ipv4_tcp(src, dst, header, payload, identification, out);
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += out.len() as u64;
+        if header.flags.rst() {
+            self.stats.resets_sent += 1;
+        }
     }
 }
