@@ -1,0 +1,82 @@
+//! Simulator throughput: MB of simulated transfer per CPU second, and the Mbit/s the simulated
+//! link achieved in virtual time, for a few link settings. Printed, never asserted.
+//!
+//! `cargo bench -p tcpstack --bench sim`
+
+use std::time::Duration;
+
+use tcpstack::sim::{run_transfer, LinkConfig, TransferConfig};
+
+/// CPU time this process has used so far.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always supported
+    // on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn main() {
+    let megabytes = 16usize;
+    let bytes = megabytes << 20;
+    let cases = [
+        (
+            "ideal link, 1 ms",
+            LinkConfig::ideal(Duration::from_millis(1)),
+        ),
+        (
+            "1 Gbit/s, 1 ms, 256-packet queue",
+            LinkConfig {
+                delay: Duration::from_millis(1),
+                bandwidth_bps: Some(1_000_000_000),
+                queue_packets: 256,
+                ..LinkConfig::default()
+            },
+        ),
+        ("100 Mbit/s, 5 ms", LinkConfig::default()),
+        (
+            "100 Mbit/s, 5 ms, 1% loss",
+            LinkConfig {
+                loss: 0.01,
+                ..LinkConfig::default()
+            },
+        ),
+        (
+            "100 Mbit/s, 5 ms, 2% loss/dup/reorder/corrupt",
+            LinkConfig {
+                loss: 0.02,
+                duplicate: 0.02,
+                reorder: 0.02,
+                corrupt: 0.02,
+                ..LinkConfig::default()
+            },
+        ),
+    ];
+    println!("simulator throughput, {megabytes} MB one way per run");
+    println!(
+        "{:<48} {:>12} {:>14} {:>10} {:>12}",
+        "link", "CPU s", "MB per CPU s", "sim Mbit/s", "retransmits"
+    );
+    for (name, link) in cases {
+        let config = TransferConfig::new(1, link, bytes, 0);
+        let before = cpu_time();
+        let report = match run_transfer(&config) {
+            Ok(report) => report,
+            Err(error) => {
+                println!("{name:<48} failed: {error}");
+                continue;
+            }
+        };
+        let cpu = (cpu_time() - before).as_secs_f64();
+        let mbit_per_s =
+            bytes as f64 * 8.0 / report.transfer_time.as_secs_f64().max(f64::MIN_POSITIVE) / 1e6;
+        println!(
+            "{name:<48} {cpu:>12.3} {:>14.1} {mbit_per_s:>10.1} {:>12}",
+            megabytes as f64 / cpu,
+            report.client.retransmits + report.server.retransmits
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! Endpoint-level packet tests: inject one IPv4 packet, assert exactly what comes out.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use tcpstack::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent};
+use tcpstack::tcp::{Event, State};
+use tcpstack::wire::{self, SeqNum, TcpFlags, TcpHeader};
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const PORT: u16 = 80;
+
+fn local(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(LOCAL, port)
+}
+
+fn peer(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(PEER, port)
+}
+
+fn endpoint(config: EndpointConfig, now: Instant) -> Endpoint {
+    Endpoint::new(config, LOCAL, 7, now)
+}
+
+/// An IPv4 packet from `from` to `to`.
+fn packet(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = TcpHeader {
+        src_port: from.port(),
+        dst_port: to.port(),
+        seq: SeqNum(seq),
+        ack: SeqNum(ack),
+        flags,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    let mut out = Vec::new();
+    wire::emit_ipv4_tcp(*from.ip(), *to.ip(), &header, payload, 1, &mut out);
+    out
+}
+
+/// Everything the endpoint sends now, parsed.
+fn sent(endpoint: &mut Endpoint, now: Instant) -> Vec<(TcpHeader, usize)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while endpoint.poll_transmit(now, &mut buf) {
+        let parsed = wire::parse_ipv4_tcp(&buf).expect("the endpoint sends valid packets");
+        assert_eq!(parsed.ip.src, LOCAL);
+        out.push((parsed.tcp, parsed.payload.len()));
+    }
+    out
+}
+
+fn events(endpoint: &mut Endpoint) -> Vec<EndpointEvent> {
+    std::iter::from_fn(|| endpoint.poll_event()).collect()
+}
+
+#[test]
+fn syn_to_a_closed_port_gets_rst_ack() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.handle_packet(
+        &packet(peer(40000), local(81), 1000, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    let (rst, len) = out[0];
+    // RFC 9293 §3.10.7.1: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+    assert_eq!(rst.flags, TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!(rst.seq, SeqNum(0));
+    assert_eq!(rst.ack, SeqNum(1001));
+    assert_eq!((rst.src_port, rst.dst_port), (81, 40000));
+    assert_eq!(len, 0);
+    let stats = ep.stats();
+    assert_eq!(stats.drops.no_connection, 1);
+    assert_eq!(stats.resets_sent, 1);
+    assert_eq!(stats.packets_out, 1);
+    assert_eq!(ep.connection_count(), 0);
+}
+
+#[test]
+fn stray_ack_gets_rst_with_its_ack_as_seq() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.handle_packet(
+        &packet(
+            peer(40000),
+            local(81),
+            5000,
+            777_777,
+            TcpFlags::ACK,
+            b"data",
+        ),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    let (rst, _) = out[0];
+    // <SEQ=SEG.ACK><CTL=RST>.
+    assert_eq!(rst.flags, TcpFlags::RST);
+    assert_eq!(rst.seq, SeqNum(777_777));
+}
+
+#[test]
+fn a_rst_is_never_answered() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    ep.handle_packet(
+        &packet(peer(40000), local(81), 1, 0, TcpFlags::RST, &[]),
+        now,
+    );
+    ep.handle_packet(
+        &packet(
+            peer(40000),
+            local(PORT),
+            1,
+            0,
+            TcpFlags::RST | TcpFlags::ACK,
+            &[],
+        ),
+        now,
+    );
+    assert!(sent(&mut ep, now).is_empty());
+    let stats = ep.stats();
+    assert_eq!(stats.drops.stray_reset, 2);
+    assert_eq!(stats.resets_received, 2);
+    assert_eq!(stats.resets_sent, 0);
+}
+
+#[test]
+fn ack_to_a_listener_gets_rst() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    ep.handle_packet(
+        &packet(peer(40000), local(PORT), 9, 4242, TcpFlags::ACK, &[]),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.flags, TcpFlags::RST);
+    assert_eq!(out[0].0.seq, SeqNum(4242));
+    assert_eq!(ep.stats().drops.bad_ack, 1);
+}
+
+#[test]
+fn malformed_and_misaddressed_packets_are_counted_and_dropped() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let mut bad = packet(peer(40000), local(PORT), 1, 0, TcpFlags::SYN, b"xyz");
+    let last = bad.len() - 1;
+    bad[last] ^= 0x10;
+    ep.handle_packet(&bad, now);
+    ep.handle_packet(&[0x45, 0, 0], now);
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 9), PORT);
+    ep.handle_packet(
+        &packet(peer(40000), elsewhere, 1, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    let from_broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 40000);
+    ep.handle_packet(
+        &packet(from_broadcast, local(PORT), 1, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    assert!(sent(&mut ep, now).is_empty());
+    let stats = ep.stats();
+    assert_eq!(stats.drops.wire.bad_tcp_checksum, 1);
+    assert_eq!(stats.drops.wire.truncated, 1);
+    assert_eq!(stats.drops.wrong_destination, 1);
+    assert_eq!(stats.drops.bad_source, 1);
+    assert_eq!(stats.drops.total(), 4);
+    assert_eq!(stats.packets_in, 4);
+    assert_eq!(ep.connection_count(), 0);
+}
+
+/// Sends the peer's SYN and returns the SYN-ACK.
+fn syn(ep: &mut Endpoint, port: u16, isn: u32, now: Instant) -> Option<TcpHeader> {
+    ep.handle_packet(
+        &packet(peer(port), local(PORT), isn, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    let out = sent(ep, now);
+    assert!(out.len() <= 1, "{out:?}");
+    out.first().map(|(h, _)| *h)
+}
+
+/// Completes a handshake the endpoint answered with `syn_ack`.
+fn final_ack(ep: &mut Endpoint, port: u16, isn: u32, syn_ack: &TcpHeader, now: Instant) {
+    let ack = syn_ack.seq.0.wrapping_add(1);
+    ep.handle_packet(
+        &packet(peer(port), local(PORT), isn + 1, ack, TcpFlags::ACK, &[]),
+        now,
+    );
+}
+
+#[test]
+fn half_open_queue_overflow_drops_the_syn() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        max_half_open: 2,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    ep.listen(local(PORT)).unwrap();
+    let first = syn(&mut ep, 40001, 100, now).expect("SYN-ACK");
+    assert_eq!(first.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(first.ack, SeqNum(101));
+    assert!(syn(&mut ep, 40002, 200, now).is_some());
+    assert_eq!(syn(&mut ep, 40003, 300, now), None, "third SYN is dropped");
+    assert_eq!(ep.stats().drops.half_open_full, 1);
+    assert_eq!(ep.stats().passive_opens, 2);
+    // Completing one handshake frees a half-open slot.
+    final_ack(&mut ep, 40001, 100, &first, now);
+    assert!(syn(&mut ep, 40003, 300, now).is_some());
+}
+
+#[test]
+fn accept_queue_holds_established_connections_until_accepted() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        accept_backlog: 1,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    ep.listen(local(PORT)).unwrap();
+    let syn_ack = syn(&mut ep, 40001, 100, now).unwrap();
+    assert!(
+        events(&mut ep).is_empty(),
+        "nothing to accept before the handshake completes"
+    );
+    final_ack(&mut ep, 40001, 100, &syn_ack, now);
+    assert_eq!(events(&mut ep), vec![EndpointEvent::Incoming(local(PORT))]);
+    // The accept queue is full: the next SYN is dropped, to be retransmitted.
+    assert_eq!(syn(&mut ep, 40002, 200, now), None);
+    assert_eq!(ep.stats().drops.accept_queue_full, 1);
+
+    let handle = ep.accept(local(PORT)).expect("a queued connection");
+    assert_eq!(ep.accept(local(PORT)), None);
+    assert_eq!(
+        events(&mut ep),
+        vec![EndpointEvent::Connection(handle, Event::Connected)]
+    );
+    let conn = ep.connection_mut(handle).unwrap();
+    assert_eq!(conn.state(), State::Established);
+    assert_eq!(conn.tuple().remote, peer(40001));
+    assert!(
+        syn(&mut ep, 40002, 200, now).is_some(),
+        "room again after accept"
+    );
+    assert_eq!(ep.stats().connections_established, 1);
+}
+
+#[test]
+fn listen_twice_is_addr_in_use() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    assert_eq!(ep.listen(local(PORT)), Err(EndpointError::AddrInUse));
+}
+
+#[test]
+fn active_opens_use_the_ephemeral_range_until_it_runs_out() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        ephemeral_ports: (61000, 61002),
+        ..EndpointConfig::default()
+    };
+    assert_eq!(EndpointConfig::default().ephemeral_ports, (61000, 65535));
+    let mut ep = endpoint(config, now);
+    let mut ports: Vec<u16> = (0..3)
+        .map(|_| {
+            let h = ep.connect(peer(PORT), now).unwrap();
+            ep.connection_mut(h).unwrap().tuple().local.port()
+        })
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![61000, 61001, 61002]);
+    assert_eq!(ep.connect(peer(PORT), now), Err(EndpointError::NoFreePort));
+    // Another remote has its own tuples.
+    assert!(ep.connect(peer(PORT + 1), now).is_ok());
+    assert_eq!(ep.stats().active_opens, 4);
+    let syns = sent(&mut ep, now);
+    assert_eq!(syns.len(), 4);
+    assert!(syns.iter().all(|(h, _)| h.flags == TcpFlags::SYN));
+}
+
+#[test]
+fn time_wait_entry_reacks_a_retransmitted_fin_and_expires() {
+    let mut now = Instant::now();
+    let config = EndpointConfig::default();
+    let msl = config.connection.msl;
+    let mut ep = endpoint(config, now);
+    let handle = ep.connect(peer(PORT), now).unwrap();
+    let our_port = ep.connection_mut(handle).unwrap().tuple().local.port();
+    let syn = sent(&mut ep, now)[0].0;
+    let our_isn = syn.seq.0;
+    let their_isn = 5_000u32;
+    let from_peer =
+        |seq: u32, ack: u32, flags| packet(peer(PORT), local(our_port), seq, ack, flags, &[]);
+    ep.handle_packet(
+        &from_peer(their_isn, our_isn + 1, TcpFlags::SYN | TcpFlags::ACK),
+        now,
+    );
+    assert_eq!(sent(&mut ep, now).len(), 1, "the handshake's ACK");
+    ep.connection_mut(handle).unwrap().close();
+    let fin = sent(&mut ep, now);
+    assert_eq!(fin.len(), 1);
+    assert!(fin[0].0.flags.fin());
+    now += Duration::from_millis(10);
+    // The peer acknowledges our FIN and sends its own: we enter TIME-WAIT.
+    ep.handle_packet(
+        &from_peer(their_isn + 1, our_isn + 2, TcpFlags::FIN | TcpFlags::ACK),
+        now,
+    );
+    let last_ack = sent(&mut ep, now);
+    assert_eq!(last_ack.len(), 1);
+    assert_eq!(last_ack[0].0.flags, TcpFlags::ACK);
+    assert_eq!(last_ack[0].0.seq, SeqNum(our_isn + 2));
+    assert_eq!(last_ack[0].0.ack, SeqNum(their_isn + 2));
+    let evs = events(&mut ep);
+    assert!(
+        evs.contains(&EndpointEvent::Connection(handle, Event::PeerClosed)),
+        "{evs:?}"
+    );
+    assert_eq!(
+        evs.last(),
+        Some(&EndpointEvent::Connection(handle, Event::Closed))
+    );
+    assert_eq!(ep.connection_count(), 0, "the TCB is freed");
+    assert_eq!(ep.time_wait_count(), 1, "a compact entry replaces it");
+    assert!(ep.connection_mut(handle).is_none());
+    assert_eq!(ep.poll_timeout(), Some(now + 2 * msl));
+
+    // Our last ACK was lost: the peer retransmits its FIN, the entry acknowledges it again and
+    // restarts 2·MSL (RFC 9293 §3.10.7.4).
+    now += Duration::from_secs(1);
+    ep.handle_packet(
+        &from_peer(their_isn + 1, our_isn + 2, TcpFlags::FIN | TcpFlags::ACK),
+        now,
+    );
+    let again = sent(&mut ep, now);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0.flags, TcpFlags::ACK);
+    assert_eq!(again[0].0.seq, SeqNum(our_isn + 2));
+    assert_eq!(again[0].0.ack, SeqNum(their_isn + 2));
+    assert_eq!(ep.poll_timeout(), Some(now + 2 * msl));
+
+    now += 2 * msl;
+    ep.handle_timeout(now);
+    assert_eq!(ep.time_wait_count(), 0);
+    assert_eq!(ep.poll_timeout(), None);
+    assert!(ep.is_idle());
+    let stats = ep.stats();
+    assert_eq!(stats.time_wait_entries, 1);
+    assert_eq!(stats.connections_closed, 1);
+    // After TIME-WAIT the tuple is closed: the same FIN now gets a RST.
+    ep.handle_packet(
+        &from_peer(their_isn + 1, our_isn + 2, TcpFlags::FIN | TcpFlags::ACK),
+        now,
+    );
+    let rst = sent(&mut ep, now);
+    assert_eq!(rst[0].0.flags, TcpFlags::RST);
+}
+
+#[test]
+fn timers_follow_many_connections() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    for i in 0..200u16 {
+        let remote = SocketAddrV4::new(PEER, 1000 + i);
+        ep.connect(remote, now + Duration::from_millis(u64::from(i)))
+            .unwrap();
+        sent(&mut ep, now + Duration::from_millis(u64::from(i)));
+    }
+    let rto = EndpointConfig::default().connection.rto_initial;
+    assert_eq!(ep.poll_timeout(), Some(now + rto));
+    // Firing the first deadline retransmits exactly the first SYN.
+    ep.handle_timeout(now + rto);
+    let out = sent(&mut ep, now + rto);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.dst_port, 1000);
+    assert_eq!(
+        ep.poll_timeout(),
+        Some(now + rto + Duration::from_millis(1))
+    );
+}
