@@ -6,6 +6,8 @@ mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -60,6 +62,7 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
+    STARTED.get_or_init(Instant::now);
     let cli = Cli::parse();
     std::env::set_current_dir(workspace_root()).context("entering the workspace root")?;
     match cli.command {
@@ -232,13 +235,17 @@ fn test(args: TestArgs) -> Result<()> {
             leftovers.join(" ")
         );
     }
-    println!("xtask: all tests passed");
+    step("all tests passed");
     Ok(())
 }
 
-/// Prints what is about to happen.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Prints what is about to happen, with the time since xtask started (CI logs show where the
+/// minutes go).
 pub fn step(what: &str) {
-    println!("xtask: {what}");
+    let elapsed = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    println!("xtask [{elapsed:>4}s]: {what}");
 }
 
 /// The cargo that runs xtask, for nested builds.
