@@ -177,6 +177,98 @@ mod tests {
         assert_eq!(bytes.on_ack(4, 30, 1), 2);
     }
 
+    /// The three pieces wired as the connection should: RFC 6675 recovery driven by the SACK
+    /// scoreboard, sending amounts from PRR, CUBIC's β. 20 segments in flight, the first lost,
+    /// limited transmit (RFC 3042) on the first two duplicate ACKs, across the 2^32 wrap.
+    #[test]
+    fn sack_recovery_with_prr_and_cubic_loses_one_segment_once() {
+        use crate::tcp::congestion::{CongestionControl, Cubic};
+        use crate::tcp::sack::{NextSeg, SackScoreboard};
+        use crate::wire::{SackBlock, SeqNum};
+        use std::time::Instant;
+
+        let now = Instant::now();
+        let una = SeqNum(u32::MAX - 7_500);
+        let mut high_data = una + 20 * MSS;
+        let mut cc = Cubic::new(MSS);
+        let mut scoreboard = SackScoreboard::new(una, MSS);
+        let mut prr: Option<Prr> = None;
+        let mut retransmitted = Vec::new();
+        let mut new_segments = 0;
+        let mut pipe_at_end = 0;
+        // The receiver got segments 1..k (the two sent by limited transmit last): each ACK
+        // repeats SND.UNA with one growing block.
+        for k in 1..22u32 {
+            let sack = SackBlock {
+                start: una + MSS,
+                end: una + (k + 1) * MSS,
+            };
+            let update = scoreboard.on_ack(una, &[sack], high_data);
+            if prr.is_none() {
+                if scoreboard.is_lost(una) {
+                    // RFC 6675 §5 step (4): enter recovery; PRR starts with RecoverFS.
+                    cc.on_fast_retransmit(high_data - una, now);
+                    scoreboard.enter_recovery(high_data);
+                    prr = Some(Prr::new(
+                        cc.ssthresh(),
+                        high_data - una,
+                        ReductionBound::SlowStart,
+                    ));
+                } else {
+                    // RFC 3042: limited transmit.
+                    high_data += MSS;
+                    new_segments += 1;
+                    continue;
+                }
+            }
+            let Some(prr) = prr.as_mut() else {
+                unreachable!()
+            };
+            let pipe = scoreboard.pipe(high_data);
+            let mut budget = prr.on_ack(update.delivered, pipe, MSS);
+            while budget >= MSS {
+                match scoreboard.next_seg(high_data, true) {
+                    Some(NextSeg::Retransmit { start, len }) => {
+                        scoreboard.on_retransmit(start, len, false);
+                        retransmitted.push((start, len));
+                        prr.on_sent(len);
+                        budget -= len;
+                    }
+                    Some(NextSeg::NewData) => {
+                        high_data += MSS;
+                        new_segments += 1;
+                        prr.on_sent(MSS);
+                        budget -= MSS;
+                    }
+                    Some(NextSeg::Rescue { .. }) | None => break,
+                }
+            }
+            pipe_at_end = scoreboard.pipe(high_data);
+        }
+        assert_eq!(
+            retransmitted,
+            [(una, MSS)],
+            "the lost segment, exactly once"
+        );
+        // ssthresh = 0.7 · 22 segments in flight at entry.
+        assert_eq!(cc.ssthresh(), 15_400);
+        assert!(
+            pipe_at_end.abs_diff(cc.ssthresh()) < MSS,
+            "pipe {pipe_at_end}"
+        );
+        // The retransmission arrives (before anything sent after it): the cumulative ACK
+        // reaches the recovery point.
+        let recovery_point = una + 22 * MSS;
+        scoreboard.on_ack(recovery_point, &[], high_data);
+        assert!(!scoreboard.in_recovery());
+        cc.on_recovery_exit(high_data - recovery_point);
+        // RFC 6937 ends with cwnd = ssthresh; the RFC 6582 burst guard of on_recovery_exit
+        // (FlightSize + SMSS) takes off less than a segment here.
+        assert_eq!(cc.window(), 15_000);
+        assert!(cc.window() <= cc.ssthresh() && cc.window() + MSS > cc.ssthresh());
+        assert_eq!(new_segments, 2 + (high_data - recovery_point) / MSS);
+    }
+
     proptest! {
         /// RFC 6937 §4: while pipe stays above ssthresh, a sender that sends exactly sndcnt has
         /// sent ssthresh bytes once RecoverFS bytes were delivered, and never more than the

@@ -38,6 +38,7 @@ struct Epoch {
 #[derive(Clone, Copy, Debug)]
 struct Prior {
     cwnd: f64,
+    cwnd_prior: f64,
     ssthresh: u32,
     w_max: Option<f64>,
     epoch: Option<Epoch>,
@@ -157,6 +158,7 @@ impl Cubic {
     fn reduce(&mut self, flight: u32) {
         self.prior = Some(Prior {
             cwnd: self.cwnd,
+            cwnd_prior: self.cwnd_prior,
             ssthresh: self.ssthresh,
             w_max: self.w_max,
             epoch: self.epoch,
@@ -169,7 +171,8 @@ impl Cubic {
         });
         self.cwnd_prior = self.cwnd;
         let two_segments = 2 * self.mss;
-        self.ssthresh = ((f64::from(flight) * BETA) as u32).max(two_segments);
+        // Rounded: 0.7 is not exact in binary, and 22000 · 0.7 must be 15400, not 15399.
+        self.ssthresh = ((f64::from(flight) * BETA).round() as u32).max(two_segments);
         self.epoch = None;
         self.hystart.stop();
     }
@@ -269,6 +272,7 @@ impl CongestionControl for Cubic {
             return;
         };
         self.cwnd = self.cwnd.max(prior.cwnd);
+        self.cwnd_prior = prior.cwnd_prior;
         self.ssthresh = prior.ssthresh;
         self.w_max = prior.w_max;
         self.epoch = prior.epoch;
