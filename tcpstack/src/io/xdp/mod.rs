@@ -17,6 +17,7 @@ mod program;
 mod socket;
 
 pub use program::object_embedded;
+pub use socket::RingStats;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -187,6 +188,14 @@ impl XdpBackend {
     /// The local IPv4 address the backend serves.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// Each socket's ring statistics, by queue index.
+    pub fn ring_stats(&self) -> Vec<RingStats> {
+        (0u32..)
+            .zip(&self.queues)
+            .map(|(queue, socket)| socket.ring_stats(queue))
+            .collect()
     }
 
     /// Frames received by each socket, by queue index.

@@ -36,6 +36,29 @@ pub(crate) struct QueueStats {
     pub(crate) tx_dropped: u64,
 }
 
+/// One AF_XDP socket's view: the kernel's XDP_STATISTICS and how full its rings are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RingStats {
+    pub queue: u32,
+    pub zero_copy: bool,
+    /// Frames the kernel dropped for other reasons (no buffer, ...).
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    /// Frames dropped because the rx ring was full (user space too slow).
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+    /// Times the kernel found the tx ring empty when kicked.
+    pub tx_ring_empty: u64,
+    /// Buffers waiting in the fill ring for arriving frames.
+    pub fill_ring_level: u32,
+    /// Descriptors waiting in the tx ring.
+    pub tx_ring_level: u32,
+    /// UMEM frames free for transmit or restocking.
+    pub free_frames: u64,
+}
+
 pub(crate) struct XskQueue {
     pub(crate) zero_copy: bool,
     // Rings before the UMEM and the socket, so they are unmapped first.
@@ -236,6 +259,24 @@ impl XskQueue {
 
     fn reclaim(&mut self) {
         while self.completion.dequeue(&mut self.umem, BATCH) > 0 {}
+    }
+
+    /// The kernel's counters for this socket and the rings' levels.
+    pub(crate) fn ring_stats(&self, queue: u32) -> RingStats {
+        let kernel = self.socket.get_ref().statistics().ok();
+        RingStats {
+            queue,
+            zero_copy: self.zero_copy,
+            rx_dropped: kernel.as_ref().map_or(0, |s| s.rx_dropped),
+            rx_invalid_descs: kernel.as_ref().map_or(0, |s| s.rx_invalid_descs),
+            tx_invalid_descs: kernel.as_ref().map_or(0, |s| s.tx_invalid_descs),
+            rx_ring_full: kernel.as_ref().map_or(0, |s| s.rx_ring_full),
+            fill_ring_empty: kernel.as_ref().map_or(0, |s| s.rx_fill_ring_empty_descs),
+            tx_ring_empty: kernel.as_ref().map_or(0, |s| s.tx_ring_empty_descs),
+            fill_ring_level: self.fill_view.pending(),
+            tx_ring_level: self.tx_view.pending(),
+            free_frames: self.umem.allocatable() as u64,
+        }
     }
 
     /// The kernel's drop counters for this socket.
