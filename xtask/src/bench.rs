@@ -260,7 +260,12 @@ fn bulk_rows(
     };
     let (mut cpu, mut bytes) = (0.0, 0.0);
     let mut cpu_failure = None;
+    let mut wedged: Option<String> = None;
     for (row, streams, reverse) in RUNS {
+        if let Some(why) = &wedged {
+            results.fail(row, target, why);
+            continue;
+        }
         pause(Duration::from_millis(300))?;
         let measured = server.check_alive().and_then(|()| {
             let before = cpu_seconds(server.pid())?;
@@ -284,6 +289,9 @@ fn bulk_rows(
                 let why = reason(&error);
                 println!("xtask: {label} iperf3 {direction} -P {streams}: failed: {why}");
                 results.fail(row, target, &why);
+                if procs::hung(&error) {
+                    wedged = Some(format!("skipped: an earlier iperf3 run hung: {why}"));
+                }
                 cpu_failure.get_or_insert(why);
             }
         }
@@ -346,7 +354,7 @@ fn echo_rows(
         .check_alive()
         .and_then(|()| client.run(tcpstack, lab, load, "rr", 1));
     check_interrupt()?;
-    match rr {
+    match &rr {
         Ok(rr) => {
             println!(
                 "xtask: {label} rr: {:.0} trans/s, p50 {} us, p99 {} us",
@@ -357,7 +365,7 @@ fn echo_rows(
             results.record(report::RR_P99, target, rr.p99_us);
         }
         Err(error) => {
-            let why = reason(&error);
+            let why = reason(error);
             println!("xtask: {label} rr: failed: {why}");
             for row in RR_ROWS {
                 results.fail(row, target, &why);
@@ -366,7 +374,14 @@ fn echo_rows(
     }
 
     pause(Duration::from_millis(200))?;
-    let crr = server.check_alive().and_then(|()| {
+    let crr = match &rr {
+        Err(error) if procs::hung(error) => Err(anyhow::anyhow!(
+            "skipped: the rr run hung: {}",
+            reason(error)
+        )),
+        _ => Ok(()),
+    };
+    let crr = crr.and_then(|()| server.check_alive()).and_then(|()| {
         let before = cpu_seconds(server.pid())?;
         let crr = client.run(tcpstack, lab, load, "crr", load.crr_workers)?;
         let used = cpu_seconds(server.pid())? - before;

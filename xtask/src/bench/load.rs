@@ -163,7 +163,7 @@ pub fn iperf3_command(lab: &Lab, load: &Load, streams: usize, reverse: bool) -> 
 pub fn iperf3(lab: &Lab, load: &Load, streams: usize, reverse: bool) -> Result<Bulk> {
     let cmd = iperf3_command(lab, load, streams, reverse);
     let shown = describe(&cmd);
-    let timeout = Duration::from_secs(load.bulk_secs + 20);
+    let timeout = Duration::from_secs(load.bulk_secs + 10);
     let out = run_client(cmd, timeout, &load.scratch)?;
     // iperf3 -J reports its errors in the JSON (with exit status 1): that message first.
     if out.stdout.trim_start().starts_with('{') {
@@ -264,7 +264,7 @@ impl BenchClient {
         let cmd = self.command(tcpstack, lab, mode, conns, load.rr_secs);
         let shown = describe(&cmd);
         let out =
-            run_client(cmd, Duration::from_secs(load.rr_secs + 30), &load.scratch)?.success()?;
+            run_client(cmd, Duration::from_secs(load.rr_secs + 15), &load.scratch)?.success()?;
         parse_bench(&out).with_context(|| format!("`{shown}`"))
     }
 }

@@ -98,6 +98,31 @@ impl ClientOutput {
     }
 }
 
+/// A client that did not finish in time: the server it talks to is likely wedged, and the
+/// other loads against it in this round are skipped.
+#[derive(Debug)]
+pub struct Hung {
+    pub command: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Display for Hung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` did not finish within {:?} (killed)",
+            self.command, self.timeout
+        )
+    }
+}
+
+impl std::error::Error for Hung {}
+
+/// Whether a client in `error`'s chain hung.
+pub fn hung(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<Hung>())
+}
+
 /// Runs a client to completion within `timeout` (killed after that, or on Ctrl-C).
 pub fn run_client(mut cmd: Command, timeout: Duration, scratch: &Path) -> Result<ClientOutput> {
     let command = describe(&cmd);
@@ -122,7 +147,7 @@ pub fn run_client(mut cmd: Command, timeout: Duration, scratch: &Path) -> Result
             bail!("interrupted while `{command}` ran");
         }
         if Instant::now() >= deadline {
-            bail!("`{command}` did not finish within {timeout:?} (killed)");
+            return Err(Hung { command, timeout }.into());
         }
         thread::sleep(Duration::from_millis(20));
     };
