@@ -144,12 +144,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     println!();
     print!("{}", report::table(&results));
-    let failures = report::failures(&results);
-    if !failures.is_empty() {
-        println!("\nFailures ({}):", failures.len());
-        for failure in &failures {
-            println!("  {failure}");
-        }
+    let notes = report::notes(&results);
+    if !notes.is_empty() {
+        println!("\nFailures (the full output of each is in report.json):");
+        print!("{}", report::notes_text(&notes));
     }
     println!(
         "\nxtask: bench took {:.0} s (build excluded); wrote {} and {}",

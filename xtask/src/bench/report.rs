@@ -219,8 +219,9 @@ pub fn format_value(unit: &str, value: f64) -> String {
     }
 }
 
-/// What the table shows in a cell: the median, or why there is none.
-fn shown(row: &RowSpec, cell: &Cell) -> String {
+/// What the table shows in a cell: the median, or why there is none (with the number of its
+/// note below the table).
+fn shown(row: &RowSpec, cell: &Cell, notes: &[Note]) -> String {
     match (cell.median, cell.failures.first()) {
         (Some(m), None) => format_value(row.unit, m),
         (Some(m), Some(_)) => format!(
@@ -229,31 +230,97 @@ fn shown(row: &RowSpec, cell: &Cell) -> String {
             cell.failures.len(),
             cell.failures.len() + cell.samples.len()
         ),
-        (None, Some(why)) => format!("failed: {}", short_reason(why)),
+        (None, Some(why)) => {
+            let summary = summary(why);
+            let number = notes
+                .iter()
+                .position(|n| n.summary == summary)
+                .map_or(String::new(), |i| format!(" [{}]", i + 1));
+            format!("failed: {}{number}", cut(&summary, 36))
+        }
         (None, None) => "-".into(),
     }
 }
 
-/// A failure in a few words for a table cell (the full text is in the JSON and below the
-/// table): a server's own error message when it printed one, command lines shortened to their
-/// program, the first line only.
-pub fn short_reason(why: &str) -> String {
-    const MAX: usize = 60;
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(max - 3).collect();
+        format!("{kept}...")
+    }
+}
+
+/// A failure in one line (the full text is in the JSON): what a server said when it printed
+/// something (its panic message, or its first line), command lines shortened to their program.
+pub fn summary(why: &str) -> String {
     let server_said = why.split_once("--- stderr ---").and_then(|(_, stderr)| {
-        stderr
+        let lines: Vec<&str> = stderr
             .lines()
             .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("Stack backtrace"))
+            .filter(|l| !l.is_empty())
+            .collect();
+        if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
+            let place = lines[i]
+                .split_once("panicked at ")
+                .map_or("", |(_, p)| p.trim_end_matches(':'));
+            let message = lines.get(i + 1).copied().unwrap_or("");
+            return Some(format!("server panicked: {message} ({place})"));
+        }
+        lines
+            .iter()
+            .find(|l| !l.starts_with("Stack backtrace"))
             .map(|l| format!("server: {l}"))
     });
     let text = server_said.unwrap_or_else(|| why.to_owned());
-    let line = without_command_lines(text.lines().next().unwrap_or("").trim());
-    if line.chars().count() <= MAX {
-        line
-    } else {
-        let cut: String = line.chars().take(MAX - 3).collect();
-        format!("{cut}...")
+    without_command_lines(text.lines().next().unwrap_or("").trim())
+}
+
+/// A distinct failure: its summary, the first line of one occurrence (with its command), and
+/// how many measurements failed this way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub summary: String,
+    pub detail: String,
+    pub count: usize,
+}
+
+/// The distinct failures, in table order.
+pub fn notes(results: &Results) -> Vec<Note> {
+    let mut notes: Vec<Note> = Vec::new();
+    for row in ROWS {
+        for target in Target::ALL {
+            for why in results.cell(row.id, target).failures {
+                let summary = summary(&why);
+                match notes.iter_mut().find(|n| n.summary == summary) {
+                    Some(note) => note.count += 1,
+                    None => notes.push(Note {
+                        summary,
+                        detail: why.lines().next().unwrap_or("").trim().to_owned(),
+                        count: 1,
+                    }),
+                }
+            }
+        }
     }
+    notes
+}
+
+/// The notes as lines for the terminal.
+pub fn notes_text(notes: &[Note]) -> String {
+    let mut out = String::new();
+    for (i, note) in notes.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "[{}] {} ({} measurement{})\n    {}",
+            i + 1,
+            note.summary,
+            note.count,
+            if note.count == 1 { "" } else { "s" },
+            note.detail
+        );
+    }
+    out
 }
 
 /// Replaces each backquoted command line with its program's name (and a tcpstack subcommand).
@@ -358,6 +425,7 @@ pub fn to_json(results: &Results, run: &RunInfo) -> serde_json::Value {
 
 /// The rows as a text table: medians per target and the ratios.
 pub fn table(results: &Results) -> String {
+    let notes = notes(results);
     let header = [
         "row", "unit", "kernel", "xdp", "raw", "xdp/kern", "raw/kern",
     ]
@@ -372,9 +440,9 @@ pub fn table(results: &Results) -> String {
         lines.push(vec![
             format!("{} {better}", row.name),
             row.unit.to_owned(),
-            shown(row, &cells[0]),
-            shown(row, &cells[1]),
-            shown(row, &cells[2]),
+            shown(row, &cells[0], &notes),
+            shown(row, &cells[1], &notes),
+            shown(row, &cells[2], &notes),
             shown_ratio(ratio(cells[1].median, cells[0].median)),
             shown_ratio(ratio(cells[2].median, cells[0].median)),
         ]);
@@ -414,19 +482,6 @@ pub fn table(results: &Results) -> String {
     out
 }
 
-/// Every failure, with its command, for the end of the run.
-pub fn failures(results: &Results) -> Vec<String> {
-    let mut out = Vec::new();
-    for row in ROWS {
-        for target in Target::ALL {
-            for why in results.cell(row.id, target).failures {
-                out.push(format!("{} / {}: {why}", row.id, target.name()));
-            }
-        }
-    }
-    out
-}
-
 /// The README section: how to run it, on what it was measured, and the table.
 pub fn markdown(results: &Results, run: &RunInfo) -> String {
     let mut md = String::new();
@@ -462,6 +517,7 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
         "| | unit | kernel | tcpstack xdp | tcpstack raw | xdp / kernel | raw / kernel |"
     );
     let _ = writeln!(md, "|---|---|--:|--:|--:|--:|--:|");
+    let notes = notes(results);
     for row in ROWS {
         let cells = Target::ALL.map(|t| results.cell(row.id, t));
         let better = match row.better {
@@ -473,12 +529,15 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
             "| {} ({better}) | {} | {} | {} | {} | {} | {} |",
             row.name,
             row.unit,
-            shown(row, &cells[0]),
-            shown(row, &cells[1]),
-            shown(row, &cells[2]),
+            shown(row, &cells[0], &notes),
+            shown(row, &cells[1], &notes),
+            shown(row, &cells[2], &notes),
             shown_ratio(ratio(cells[1].median, cells[0].median)),
             shown_ratio(ratio(cells[2].median, cells[0].median)),
         );
+    }
+    for (i, note) in notes.iter().enumerate() {
+        let _ = writeln!(md, "\n[{}] {}", i + 1, note.summary.replace('|', "\\|"));
     }
     let _ = writeln!(
         md,
@@ -640,7 +699,14 @@ mod tests {
         assert!(line.contains("25000"), "{line}");
         assert!(line.contains("10000"), "{line}");
         assert!(line.contains("0.40"), "{line}");
-        assert!(line.contains("failed: tcpstack bench failed"), "{line}");
+        assert!(
+            line.contains("failed: tcpstack bench failed (exit statu... [1]"),
+            "{line}"
+        );
+        let notes = notes(&sample());
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].count, 1);
+        assert!(notes[0].detail.starts_with("`ip netns exec tcps-bench-b"));
         let rows = table.lines().count();
         assert_eq!(rows, ROWS.len() + 3, "header, rule, rows, legend");
     }
@@ -695,26 +761,27 @@ mod tests {
     }
 
     #[test]
-    fn long_reasons_are_cut_for_the_table() {
-        let long = "x".repeat(200);
-        assert_eq!(short_reason(&long).chars().count(), 60);
-        assert_eq!(short_reason("two\nlines"), "two");
-    }
-
-    #[test]
     fn reasons_name_programs_and_quote_the_server() {
         let start =
             "starting `ip netns exec tcps-bench-a /w/target/release/tcpstack serve --port 7`: \
                      `ip netns exec tcps-bench-a /w/target/release/tcpstack serve --port 7` exited \
                      (exit status: 1) without printing \"listening on\"\n--- stdout ---\n\n\
                      --- stderr ---\nError: no eBPF object\n\nStack backtrace:\n 0: x";
-        assert_eq!(short_reason(start), "server: Error: no eBPF object");
+        assert_eq!(summary(start), "server: Error: no eBPF object");
+        let panic = start.replace(
+            "Error: no eBPF object",
+            "thread 'main' (13129) panicked at tcpstack/src/endpoint/mod.rs:65:9:\nnot yet implemented",
+        );
+        assert_eq!(
+            summary(&panic),
+            "server panicked: not yet implemented (tcpstack/src/endpoint/mod.rs:65:9)"
+        );
         let client = "`ip netns exec tcps-bench-b iperf3 -c 198.18.1.1 -J` (exit status: 1): iperf3 reported: busy";
         assert_eq!(
-            short_reason(client),
+            summary(client),
             "iperf3 (exit status: 1): iperf3 reported: busy"
         );
-        assert_eq!(short_reason("no `bench` here"), "no bench here");
-        assert_eq!(short_reason("odd ` quote"), "odd ` quote");
+        assert_eq!(summary("no `bench` here"), "no bench here");
+        assert_eq!(summary("odd ` quote"), "odd ` quote");
     }
 }
