@@ -102,6 +102,7 @@ pub fn start_server(
             ]);
         }
     }
+    quiet_rust(&mut cmd);
     let command = describe(&cmd);
     let process = match target {
         Target::Kernel => {
@@ -127,6 +128,14 @@ pub fn start_server(
         }
     };
     Ok(RunningServer { process, command })
+}
+
+/// Logging and backtrace capture cost time in the measured processes: they run without, whatever
+/// the caller's environment says.
+pub fn quiet_rust(cmd: &mut Command) {
+    for var in ["RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"] {
+        cmd.env_remove(var);
+    }
 }
 
 /// The knobs of one run of the benchmark.
@@ -250,6 +259,7 @@ impl BenchClient {
             ])
             .args(["--size", "1"])
             .args(&self.flags);
+        quiet_rust(&mut cmd);
         cmd
     }
 
