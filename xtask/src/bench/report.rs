@@ -496,7 +496,8 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
          for request/response and connection rates (a small epoll echo server on the kernel's TCP \
          is the kernel side), /proc for the server's CPU time and memory. It prints the medians \
          and writes `target/bench/report.json` and `target/bench/report.svg`. \
-         `cargo xtask bench --quick` takes under three minutes.\n"
+         The full run (5 rounds of 10 s tests) takes about 20 minutes, `cargo xtask bench \
+         --quick` (2 rounds of 2 s tests) under three; `--rounds N` and `--no-build` adjust it.\n"
     );
     let _ = writeln!(
         md,
