@@ -123,6 +123,8 @@ pub struct Connection {
     /// Since when the oldest outstanding data (or a zero window) has gone unacknowledged.
     stalled_since: Option<Instant>,
     last_received: Instant,
+    /// When data was last sent, for the restart window after idle (RFC 5681 §4.1).
+    last_data_sent: Option<Instant>,
     keepalive_probes: u32,
     last_keepalive_probe: Instant,
 
@@ -182,6 +184,7 @@ impl Connection {
             persist_backoff: 0,
             stalled_since: None,
             last_received: now,
+            last_data_sent: None,
             keepalive_probes: 0,
             last_keepalive_probe: now,
             cc: Box::new(NewReno::new(send_mss)),
@@ -956,6 +959,14 @@ impl Connection {
                 return Some(self.send_range(self.snd_una, end, now));
             }
         }
+        let idle_too_long = self.snd_una == self.snd_nxt
+            && self
+                .last_data_sent
+                .is_some_and(|sent| now.saturating_duration_since(sent) > self.rtt.rto());
+        if idle_too_long {
+            self.cc.on_idle_restart();
+            self.last_data_sent = None;
+        }
         if let Some(end) = self.next_data_end() {
             let start = self.tx_next;
             if start < self.snd_nxt {
@@ -1116,6 +1127,9 @@ impl Connection {
             flags |= TcpFlags::FIN;
         }
         let header = self.header(start, flags);
+        if len > 0 {
+            self.last_data_sent = Some(now);
+        }
         if len > 0 && (len as u32) < self.send_mss {
             self.snd_small_end = self.snd_small_end.max(payload_end);
         }
@@ -1275,7 +1289,9 @@ impl Connection {
     fn take_rtt_sample(&mut self, ack: SeqNum, now: Instant) {
         if let Some((end, sent)) = self.rtt_sample {
             if ack >= end {
-                self.rtt.sample(now.saturating_duration_since(sent));
+                let rtt = now.saturating_duration_since(sent);
+                self.rtt.sample(rtt);
+                self.cc.on_rtt_sample(rtt, now);
                 self.rtt_sample = None;
             }
         }

@@ -38,4 +38,7 @@ pub trait CongestionControl: fmt::Debug + Send {
     /// of the recovery was D-SACKed (RFC 3708) or Eifel-detected: restore the window it reduced
     /// (RFC 9438 §4.9).
     fn on_spurious_congestion(&mut self) {}
+    /// Data is about to go out after more than an RTO without sending: RFC 5681 §4.1 limits
+    /// cwnd to the restart window min(IW, cwnd), as Linux's tcp_slow_start_after_idle.
+    fn on_idle_restart(&mut self) {}
 }

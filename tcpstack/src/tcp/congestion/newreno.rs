@@ -100,6 +100,10 @@ impl CongestionControl for NewReno {
         self.bytes_acked = 0;
     }
 
+    fn on_idle_restart(&mut self) {
+        self.cwnd = self.cwnd.min(INITIAL_WINDOW_SEGMENTS * self.mss);
+    }
+
     fn on_rto(&mut self, flight: u32, _now: Instant) {
         self.ssthresh = self.halve(flight);
         // RFC 5681 equation 5: the loss window is one segment.
@@ -161,5 +165,20 @@ mod tests {
         assert_eq!(cc.window(), 5 * MSS);
         cc.on_fast_retransmit(MSS, now);
         assert_eq!(cc.ssthresh(), 2 * MSS, "ssthresh is never below 2·SMSS");
+    }
+
+    #[test]
+    fn idle_restart_caps_cwnd_at_the_initial_window() {
+        let now = Instant::now();
+        let mut cc = NewReno::new(MSS);
+        for _ in 0..20 {
+            cc.on_ack(2 * MSS, 0, now);
+        }
+        assert_eq!(cc.window(), 50 * MSS);
+        cc.on_idle_restart();
+        assert_eq!(cc.window(), 10 * MSS);
+        cc.on_rto(0, now);
+        cc.on_idle_restart();
+        assert_eq!(cc.window(), MSS, "a smaller window stays");
     }
 }

@@ -277,3 +277,26 @@ fn user_timeout_also_bounds_a_zero_window() {
     }
     assert_eq!(h.now - stalled, Duration::from_secs(5));
 }
+
+#[test]
+fn cwnd_restarts_after_idle_longer_than_rto() {
+    let mut h = established_after(Config::default(), ms(100));
+    // Grow cwnd beyond the initial window with a few round trips of full segments.
+    for round in 0..3u32 {
+        h.conn.send(&payload(10 * MSS as usize)).expect("room");
+        let mut last = 0;
+        while let Some(s) = h.recv() {
+            last = s.header.seq.0.wrapping_add(s.payload.len() as u32);
+        }
+        h.now += ms(100);
+        h.send(&seg(A, IRS + 1, last));
+        assert!(h.conn.stats().cwnd > 10 * MSS, "round {round}");
+    }
+    h.now += Duration::from_secs(5);
+    h.conn.send(&payload(30 * MSS as usize)).expect("room");
+    let mut sent = 0;
+    while h.recv().is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 10, "restart window = IW after idle (RFC 5681 §4.1)");
+}
