@@ -62,9 +62,9 @@ const DEFAULT_BLOCK_LEN: usize = 128 * 1024;
 /// Bytes a receiving stream reads per call.
 const RECEIVE_BUFFER_LEN: usize = 256 * 1024;
 /// After TEST_END a receiving stream reads on until it has been quiet this long...
-const DRAIN_QUIET: Duration = Duration::from_millis(20);
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// ...or for this long at most.
-const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Connections (the test's and those still owing their cookie) beyond which new ones are
 /// dropped unread, so that a flood of silent connections costs bounded memory.
 const MAX_CONNECTIONS: usize = 1024;
