@@ -48,6 +48,8 @@ pub struct Neighbours {
     local_mac: MacAddr,
     ifindex: u32,
     learned: HashMap<Ipv4Addr, MacAddr>,
+    /// The last pair learned or looked up: most frames in a row belong to one peer.
+    recent: Option<(Ipv4Addr, MacAddr)>,
     pending: HashMap<Ipv4Addr, Pending>,
     /// The gateway (or the destination itself) each destination asked about goes through.
     next_hops: HashMap<Ipv4Addr, Ipv4Addr>,
@@ -63,6 +65,7 @@ impl Neighbours {
             local_mac,
             ifindex,
             learned: HashMap::new(),
+            recent: None,
             pending: HashMap::new(),
             next_hops: HashMap::new(),
             table: None,
@@ -76,16 +79,21 @@ impl Neighbours {
         let (Some(source), Some(mac)) = (ipv4_source(frame), source_mac(frame)) else {
             return;
         };
-        if mac[0] & 1 != 0 || mac == [0; 6] {
+        if self.recent == Some((source, mac)) || mac[0] & 1 != 0 || mac == [0; 6] {
             return;
         }
-        if self.learned.get(&source) == Some(&mac) {
+        self.remember(source, mac);
+    }
+
+    fn remember(&mut self, addr: Ipv4Addr, mac: MacAddr) {
+        self.recent = Some((addr, mac));
+        if self.learned.get(&addr) == Some(&mac) {
             return;
         }
         if self.learned.len() >= MAX_LEARNED {
             self.learned.clear();
         }
-        self.learned.insert(source, mac);
+        self.learned.insert(addr, mac);
     }
 
     /// This host's MAC: the source of every frame sent.
@@ -188,8 +196,13 @@ impl Neighbours {
     }
 
     fn lookup(&mut self, destination: Ipv4Addr) -> Option<MacAddr> {
-        if let Some(mac) = self.learned.get(&destination) {
-            return Some(*mac);
+        match self.recent {
+            Some((addr, mac)) if addr == destination => return Some(mac),
+            _ => {}
+        }
+        if let Some(&mac) = self.learned.get(&destination) {
+            self.recent = Some((destination, mac));
+            return Some(mac);
         }
         if self.table.is_none() {
             match NeighbourTable::open() {
@@ -215,7 +228,7 @@ impl Neighbours {
         self.next_hops.insert(destination, next_hop);
         match table.lookup(self.ifindex, next_hop) {
             Ok(Some(mac)) => {
-                self.learned.insert(destination, mac);
+                self.remember(destination, mac);
                 Some(mac)
             }
             Ok(None) => None,
@@ -228,7 +241,7 @@ impl Neighbours {
 
     /// Tells the resolver about a neighbour directly (tests, static setups).
     pub fn insert(&mut self, addr: Ipv4Addr, mac: MacAddr) {
-        self.learned.insert(addr, mac);
+        self.remember(addr, mac);
     }
 }
 
@@ -293,6 +306,28 @@ mod tests {
         n.learn(&frame(PEER_MAC, PEER, US));
         let reply = frame([0; 6], US, PEER);
         assert_eq!(n.route(&reply, Instant::now()), Route::Mac(PEER_MAC));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_moves_is_followed() {
+        let mut n = Neighbours::new(LOCAL, 0);
+        let other_peer = Ipv4Addr::new(198, 18, 0, 3);
+        n.learn(&frame(PEER_MAC, PEER, US));
+        n.learn(&frame([0x02, 0, 0, 0, 0, 3], other_peer, US));
+        let moved = [0x02, 0, 0, 0, 0, 9];
+        n.learn(&frame(moved, PEER, US));
+        assert_eq!(
+            n.route(&frame([0; 6], US, PEER), Instant::now()),
+            Route::Mac(moved)
+        );
+        assert_eq!(
+            n.route(&frame([0; 6], US, other_peer), Instant::now()),
+            Route::Mac([0x02, 0, 0, 0, 0, 3])
+        );
+        assert_eq!(
+            n.route(&frame([0; 6], US, PEER), Instant::now()),
+            Route::Mac(moved)
+        );
     }
 
     #[tokio::test]
