@@ -126,6 +126,15 @@ impl XdpBackend {
                 ),
             });
         }
+        if queue_count < interface.rx_queues {
+            tracing::warn!(
+                iface = %interface.name,
+                "sockets on {queue_count} of {} receive queues: reserved segments the NIC puts on \
+                 the others are dropped (counted as no_socket); steer them with `ethtool -X` or \
+                 `ethtool -N`, or leave --queues out",
+                interface.rx_queues
+            );
+        }
         let mut program =
             XdpProgram::load_and_attach(&interface.name, interface.index, config.mode)?;
 
