@@ -394,3 +394,66 @@ fn timers_follow_many_connections() {
         Some(now + rto + Duration::from_millis(1))
     );
 }
+
+#[test]
+fn a_new_syn_takes_over_a_listeners_time_wait_entry() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let syn_ack = syn(&mut ep, 40001, 100, now).unwrap();
+    final_ack(&mut ep, 40001, 100, &syn_ack, now);
+    let handle = ep.accept(local(PORT)).unwrap();
+    // The server closes first, so the TIME-WAIT entry is on the listening port.
+    ep.connection_mut(handle).unwrap().close();
+    let fin = sent(&mut ep, now);
+    assert!(fin[0].0.flags.fin());
+    let our_fin_end = fin[0].0.seq.0 + 1;
+    ep.handle_packet(
+        &packet(
+            peer(40001),
+            local(PORT),
+            101,
+            our_fin_end,
+            TcpFlags::FIN | TcpFlags::ACK,
+            &[],
+        ),
+        now,
+    );
+    assert_eq!(sent(&mut ep, now).len(), 1, "the last ACK");
+    assert_eq!(ep.time_wait_count(), 1);
+    assert_eq!(ep.connection_count(), 0);
+
+    // RFC 9293 §3.6.1: a SYN beyond the old connection's sequence space may reopen the tuple.
+    let later = now + Duration::from_secs(1);
+    let new_syn_ack = syn(&mut ep, 40001, 100_000, later).expect("a SYN-ACK for the new SYN");
+    assert_eq!(new_syn_ack.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(new_syn_ack.ack, SeqNum(100_001));
+    assert_eq!(ep.time_wait_count(), 0);
+    assert_eq!(ep.connection_count(), 1);
+    assert_eq!(ep.stats().time_wait_reopened, 1);
+
+    // An old SYN (not beyond the old sequence space) only gets the entry's ACK.
+    let mut ep2 = endpoint(EndpointConfig::default(), now);
+    ep2.listen(local(PORT)).unwrap();
+    let syn_ack = syn(&mut ep2, 40001, 100, now).unwrap();
+    final_ack(&mut ep2, 40001, 100, &syn_ack, now);
+    let handle = ep2.accept(local(PORT)).unwrap();
+    ep2.connection_mut(handle).unwrap().close();
+    let fin_end = sent(&mut ep2, now)[0].0.seq.0 + 1;
+    ep2.handle_packet(
+        &packet(
+            peer(40001),
+            local(PORT),
+            101,
+            fin_end,
+            TcpFlags::FIN | TcpFlags::ACK,
+            &[],
+        ),
+        now,
+    );
+    sent(&mut ep2, now);
+    let reply = syn(&mut ep2, 40001, 50, later).expect("a challenge ACK");
+    assert_eq!(reply.flags, TcpFlags::ACK);
+    assert_eq!(reply.ack, SeqNum(102));
+    assert_eq!(ep2.time_wait_count(), 1);
+}

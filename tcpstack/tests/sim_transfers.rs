@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tcpstack::sim::{run_transfer, LinkConfig, TransferConfig, TransferReport};
+use tcpstack::sim::{run_transfer, LinkConfig, ReadRate, TransferConfig, TransferReport};
 
 const SEEDS: u64 = 512;
 const SHARDS: u64 = 8;
@@ -63,8 +63,27 @@ fn scenario(seed: u64) -> TransferConfig {
     config.to_client = random_link(&mut rng);
     // Up to 40 % of packets die on some links (loss plus corruption): give handshakes the
     // retries that takes, so that a run fails only for a real bug.
-    config.endpoint.connection.syn_retries = 12;
-    config.endpoint.connection.synack_retries = 12;
+    let connection = &mut config.endpoint.connection;
+    connection.syn_retries = 12;
+    connection.synack_retries = 12;
+    // Some runs with small buffers (windows that close and reopen), old-style peers (no window
+    // scaling, the 536-byte default MSS) or Nagle off.
+    if rng.gen_bool(0.3) {
+        connection.recv_buffer = rng.gen_range(2 * 1024..=64 * 1024);
+        connection.send_buffer = rng.gen_range(2 * 1024..=64 * 1024);
+    }
+    connection.window_scaling = rng.gen_bool(0.8);
+    if rng.gen_bool(0.2) {
+        connection.mss = 536;
+    }
+    connection.nodelay = rng.gen_bool(0.2);
+    // Some runs with applications that read slowly, so that windows fill and probes go out.
+    if rng.gen_bool(0.15) {
+        config.read_rate = Some(ReadRate {
+            bytes: rng.gen_range(512..=32 * 1024),
+            every: Duration::from_millis(rng.gen_range(10..=100)),
+        });
+    }
     config
 }
 
@@ -205,4 +224,24 @@ fn four_megabytes_through_loss_and_corruption() {
     let caught = report.client.drops.wire.total() + report.server.drops.wire.total();
     let corrupted = report.to_server.corrupted + report.to_client.corrupted;
     assert_eq!(caught, corrupted);
+}
+
+#[test]
+fn a_slow_reader_paces_the_sender_through_a_small_window() {
+    let mut config = TransferConfig::new(4, LinkConfig::default(), 300_000, 0);
+    config.endpoint.connection.recv_buffer = 8 * 1024;
+    config.read_rate = Some(ReadRate {
+        bytes: 1000,
+        every: Duration::from_millis(20),
+    });
+    let report = run_transfer(&config).unwrap();
+    // 300 kB at 1000 bytes per 20 ms takes six seconds of reading, less the first window.
+    assert!(
+        report.transfer_time >= Duration::from_millis(5800),
+        "{report:?}"
+    );
+    assert!(
+        report.server.packets_out > 100,
+        "window updates as the reader drains"
+    );
 }

@@ -91,6 +91,8 @@ enum Role {
     Queued(SocketAddrV4),
     /// Handed out by `accept`.
     Accepted,
+    /// Passive, being aborted without ever reaching a user (its listener is gone or full).
+    Orphan,
 }
 
 impl Role {
@@ -248,7 +250,7 @@ impl Endpoint {
             .collect();
         for handle in orphans {
             if let Some(slot) = self.connections.get_mut(&handle) {
-                slot.role = Role::Accepted;
+                slot.role = Role::Orphan;
                 slot.conn.abort();
                 self.touch(handle);
             }
@@ -625,7 +627,7 @@ impl Endpoint {
         backlog: usize,
     ) {
         let Some(listener) = listeners.get_mut(&listener_addr) else {
-            slot.role = Role::Accepted;
+            slot.role = Role::Orphan;
             slot.conn.abort();
             return;
         };
@@ -633,7 +635,7 @@ impl Endpoint {
         if listener.accept_queue.len() >= backlog {
             // Linux's tcp_abort_on_overflow: the handshake cannot be undone, so refuse loudly.
             stats.drops.accept_queue_full += 1;
-            slot.role = Role::Accepted;
+            slot.role = Role::Orphan;
             slot.conn.abort();
             return;
         }
@@ -680,6 +682,7 @@ impl Endpoint {
                 self.events
                     .push_back(EndpointEvent::Connection(handle, Event::Closed));
             }
+            Role::Orphan => {}
         }
         self.retransmits_of_freed += slot.conn.stats().retransmits;
         self.stats.connections_closed += 1;

@@ -12,4 +12,6 @@ pub mod transfer;
 
 pub use link::{Link, LinkConfig, LinkStats};
 pub use network::{Network, CLIENT_ADDR, SERVER_ADDR};
-pub use transfer::{run_transfer, TransferConfig, TransferError, TransferReport, SERVER_PORT};
+pub use transfer::{
+    run_transfer, ReadRate, TransferConfig, TransferError, TransferReport, SERVER_PORT,
+};

@@ -83,6 +83,18 @@ impl Network {
         .min()
     }
 
+    /// Moves the clock to `at`, or to the next event if that comes first (then returns false:
+    /// `step` must run before the clock may pass it).
+    pub fn advance_to(&mut self, at: Instant) -> bool {
+        match self.next_event() {
+            Some(next) if next < at => false,
+            _ => {
+                self.now = self.now.max(at);
+                true
+            }
+        }
+    }
+
     /// Advances the clock to the next event, delivers what has arrived, fires due timers and
     /// transmits what that produced. False when nothing is scheduled any more.
     pub fn step(&mut self) -> bool {

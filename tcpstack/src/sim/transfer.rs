@@ -15,6 +15,10 @@ use crate::tcp::{ConnectionError, Event};
 
 pub const SERVER_PORT: u16 = 5201;
 
+/// Steps at one instant after which a run counts as livelocked (a timer that keeps firing
+/// without moving, packets that bounce forever).
+const MAX_STEPS_WITHOUT_TIME_PASSING: u64 = 100_000;
+
 /// One simulated transfer.
 #[derive(Clone, Debug)]
 pub struct TransferConfig {
@@ -28,6 +32,8 @@ pub struct TransferConfig {
     pub server_bytes: usize,
     /// Virtual time after which a run that has not finished counts as stalled.
     pub time_limit: Duration,
+    /// A slow reader: each side reads at most this much per period, so that windows close.
+    pub read_rate: Option<ReadRate>,
     /// Prints every packet delivered (see [`Network::trace`]).
     pub trace: bool,
 }
@@ -42,9 +48,17 @@ impl TransferConfig {
             client_bytes,
             server_bytes,
             time_limit: Duration::from_secs(24 * 3600),
+            read_rate: None,
             trace: false,
         }
     }
+}
+
+/// How fast a slow application reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRate {
+    pub bytes: usize,
+    pub every: Duration,
 }
 
 /// What a finished transfer looked like.
@@ -106,6 +120,10 @@ struct App {
     peer_closed: bool,
     eof: bool,
     closed: bool,
+    /// Bytes this side may still read in the current period; `None` reads without limit.
+    read_budget: Option<usize>,
+    /// The last read stopped because the budget ran out, not because the data did.
+    throttled: bool,
 }
 
 impl App {
@@ -126,6 +144,8 @@ impl App {
             peer_closed: false,
             eof: false,
             closed: false,
+            read_budget: None,
+            throttled: false,
         }
     }
 
@@ -197,10 +217,22 @@ impl App {
             conn.close();
             self.write_closed = true;
         }
+        self.throttled = false;
         while !self.eof {
-            match conn.recv(buf) {
+            let limit = match self.read_budget {
+                Some(0) => {
+                    self.throttled = true;
+                    break;
+                }
+                Some(budget) => budget.min(buf.len()),
+                None => buf.len(),
+            };
+            match conn.recv(&mut buf[..limit]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
+                    if let Some(budget) = &mut self.read_budget {
+                        *budget -= n;
+                    }
                     self.received_digest.update(&buf[..n]);
                     self.received += n;
                 }
@@ -267,9 +299,15 @@ pub fn run_transfer(config: &TransferConfig) -> Result<TransferReport, TransferE
             .connect(listen_addr, now)
             .map_err(|e| stalled(&net, format!("connect: {e}")))?,
     );
+    if let Some(rate) = config.read_rate {
+        client.read_budget = Some(rate.bytes);
+        server.read_budget = Some(rate.bytes);
+    }
+    let mut next_read = config.read_rate.map(|rate| net.now() + rate.every);
     let mut buf = vec![0u8; 64 * 1024];
     let mut steps = 0u64;
     let mut transfer_time = None;
+    let mut last_progress = (net.now(), 0u64);
     loop {
         let at = net.elapsed();
         // Events can lead to more events (a write that frees space, a close): drain them all.
@@ -313,6 +351,35 @@ pub fn run_transfer(config: &TransferConfig) -> Result<TransferReport, TransferE
         }
         if at > config.time_limit {
             return Err(stalled(&net, "time limit".into()));
+        }
+        if net.now() > last_progress.0 {
+            last_progress = (net.now(), steps);
+        } else if steps - last_progress.1 > MAX_STEPS_WITHOUT_TIME_PASSING {
+            return Err(stalled(
+                &net,
+                "livelock: the clock stopped advancing".into(),
+            ));
+        }
+        if let (Some(rate), Some(at)) = (config.read_rate, next_read) {
+            // A slow reader wakes up on its own clock, but only while it has data waiting.
+            if (client.throttled || server.throttled) && net.advance_to(at) {
+                let at = net.elapsed();
+                for (app, endpoint) in [
+                    (&mut client, &mut net.client),
+                    (&mut server, &mut net.server),
+                ] {
+                    app.read_budget = Some(rate.bytes);
+                    if app.connected {
+                        app.pump(endpoint, at, &mut buf)?;
+                    }
+                }
+                next_read = Some(net.now() + rate.every);
+                steps += 1;
+                continue;
+            }
+            if at <= net.now() {
+                next_read = Some(net.now() + rate.every);
+            }
         }
         if !net.step() {
             return Err(stalled(
