@@ -457,3 +457,88 @@ fn a_new_syn_takes_over_a_listeners_time_wait_entry() {
     assert_eq!(reply.ack, SeqNum(102));
     assert_eq!(ep2.time_wait_count(), 1);
 }
+
+/// Random segments and random bytes: no panic, bounded tables, and once the peers go quiet
+/// every half-open connection times out and the endpoint is empty again.
+#[test]
+fn random_segments_and_garbage_leave_nothing_behind() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    let start = Instant::now();
+    let config = EndpointConfig {
+        max_half_open: 16,
+        accept_backlog: 4,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, start);
+    ep.listen(local(PORT)).unwrap();
+    let mut rng = SmallRng::seed_from_u64(99);
+    let mut now = start;
+    let mut seqs: Vec<u32> = Vec::new();
+    for _ in 0..20_000 {
+        now += Duration::from_micros(rng.gen_range(0..2000));
+        if rng.gen_bool(0.1) {
+            let len = rng.gen_range(0..80);
+            let garbage: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            ep.handle_packet(&garbage, now);
+        } else {
+            let from = peer(40000 + rng.gen_range(0..32));
+            let to = local(if rng.gen_bool(0.8) { PORT } else { 81 });
+            // Mostly numbers the endpoint has used, so that some segments are acceptable.
+            let pick = |rng: &mut SmallRng, seqs: &[u32]| {
+                if !seqs.is_empty() && rng.gen_bool(0.7) {
+                    seqs[rng.gen_range(0..seqs.len())].wrapping_add(rng.gen_range(0..3))
+                } else {
+                    rng.gen()
+                }
+            };
+            let seq = rng.gen_range(0..1000u32);
+            let ack = pick(&mut rng, &seqs);
+            let flags = TcpFlags(rng.gen::<u8>() & 0x1f);
+            let payload = vec![0u8; rng.gen_range(0..3) * 100];
+            ep.handle_packet(&packet(from, to, seq, ack, flags, &payload), now);
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        for (header, _) in sent(&mut ep, now) {
+            seqs.push(header.seq.0.wrapping_add(1));
+            if seqs.len() > 64 {
+                seqs.remove(0);
+            }
+        }
+        while let Some(event) = ep.poll_event() {
+            if let EndpointEvent::Incoming(listener) = event {
+                // Accept and abort at once, like a server that is shutting down.
+                while let Some(handle) = ep.accept(listener) {
+                    if let Some(conn) = ep.connection_mut(handle) {
+                        conn.abort();
+                    }
+                }
+            }
+        }
+        assert!(
+            ep.connection_count() <= 16 + 4 + 32,
+            "{}",
+            ep.connection_count()
+        );
+    }
+    let stats = ep.stats();
+    assert!(stats.drops.wire.total() > 0);
+    assert!(stats.passive_opens > 0);
+    assert!(stats.resets_sent > 0);
+    assert!(stats.connections_established > 0, "{stats:?}");
+    // Quiet from now on: every timer runs out.
+    let mut fired = 0;
+    while let Some(deadline) = ep.poll_timeout() {
+        ep.handle_timeout(deadline);
+        sent(&mut ep, deadline);
+        events(&mut ep);
+        fired += 1;
+        assert!(fired < 100_000, "timers keep firing");
+    }
+    assert_eq!(ep.connection_count(), 0);
+    assert_eq!(ep.time_wait_count(), 0);
+    assert!(ep.is_idle());
+}
