@@ -820,11 +820,23 @@ impl Connection {
             State::SynReceived => self.config.synack_retries,
             _ => self.config.data_retries,
         };
-        if self.retries >= limit {
+        // The receiver shrank its window to zero under data in flight: the retransmission
+        // becomes a zero-window probe, and, as in Linux, does not count toward giving up while
+        // the peer keeps answering (within the largest RTO).
+        let zero_window = self.snd_wnd == 0
+            && !matches!(self.state, State::SynSent | State::SynReceived)
+            && self.snd_una != self.snd_nxt;
+        if zero_window {
+            if now.saturating_duration_since(self.last_received) > self.config.rto_max {
+                self.fail(ConnectionError::TimedOut);
+                return;
+            }
+        } else if self.retries >= limit {
             self.fail(ConnectionError::TimedOut);
             return;
+        } else {
+            self.retries += 1;
         }
-        self.retries += 1;
         self.stats.rtos += 1;
         self.rtt.backoff();
         // Karn: nothing sent before now may be timed.
@@ -841,6 +853,9 @@ impl Connection {
             self.fast_retransmit_pending = false;
             // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.
             self.tx_next = self.snd_una;
+            // With a zero window, send the first segment anyway (the fast-retransmit path
+            // ignores the window).
+            self.fast_retransmit_pending = zero_window;
         }
         self.timers.retransmit = Some(now + self.rtt.rto());
     }

@@ -300,3 +300,54 @@ fn cwnd_restarts_after_idle_longer_than_rto() {
     }
     assert_eq!(sent, 10, "restart window = IW after idle (RFC 5681 §4.1)");
 }
+
+#[test]
+fn window_shrunk_to_zero_under_flight_is_probed_by_retransmissions_without_giving_up() {
+    let config = Config {
+        data_retries: 2,
+        ..Config::default()
+    };
+    let mut h = established_after(config, ms(100));
+    let data = payload(3 * MSS as usize);
+    h.conn.send(&data).expect("room");
+    while h.recv().is_some() {}
+    // The peer takes the first segment and closes its window; the rest is in flight, dropped.
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1 + MSS), 0));
+    h.expect_nothing();
+    // The ACK's sample (0 ms) made RTO 87.5 + 4 · 62.5 = 337.5 ms; it doubles per probe.
+    for doubling in 0..5 {
+        assert_eq!(
+            h.fire_next_timer(),
+            Duration::from_micros(337_500 << doubling)
+        );
+        let s = h.expect(A, ISS + 1 + MSS, IRS + 1);
+        assert_eq!(s.payload.len(), MSS as usize);
+        h.expect_nothing();
+        h.send(&with_window(seg(A, IRS + 1, ISS + 1 + MSS), 0));
+    }
+    assert_eq!(
+        h.conn.state(),
+        State::Established,
+        "data_retries does not apply"
+    );
+    // The window opens and the last probe's data is taken: the rest goes.
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1 + 2 * MSS), 100));
+    h.expect(P | A, ISS + 1 + 2 * MSS, IRS + 1);
+    h.send(&seg(A, IRS + 1, ISS + 1 + 3 * MSS));
+    assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn window_shrunk_to_zero_times_out_when_the_peer_falls_silent() {
+    let mut h = established_after(Config::default(), ms(100));
+    h.conn.send(&payload(2 * MSS as usize)).expect("room");
+    while h.recv().is_some() {}
+    h.send(&with_window(seg(A, IRS + 1, ISS + 1 + MSS), 0));
+    let silent_since = h.now;
+    while h.conn.state() != State::Closed {
+        h.fire_next_timer();
+        while h.recv().is_some() {}
+    }
+    assert!(h.now - silent_since > Duration::from_secs(120));
+    assert!(h.drain_events().contains(&Event::TimedOut));
+}
