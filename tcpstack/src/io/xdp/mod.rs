@@ -262,6 +262,7 @@ impl Backend for XdpBackend {
             let neighbours = &mut self.neighbours;
             // Read the ring first; wait for readiness only when it is empty. Clearing readiness
             // and reading again closes the window in which a frame arrives unnoticed.
+            let mut settled = false;
             for _ in 0..4 {
                 let received = queue.recv(&mut |frame| {
                     neighbours.learn(frame);
@@ -269,13 +270,22 @@ impl Backend for XdpBackend {
                 })?;
                 if received > 0 {
                     total += received;
+                    settled = true;
                     break;
                 }
                 match queue.socket.poll_read_ready(cx) {
                     Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        settled = true;
+                        break;
+                    }
                 }
+            }
+            if !settled {
+                // Readiness kept flapping without frames: make sure we are polled again
+                // rather than return Pending with no waker registered.
+                cx.waker().wake_by_ref();
             }
         }
         self.next_queue = (self.next_queue + 1) % count.max(1);
