@@ -26,6 +26,8 @@ use super::{Backend, BackendStats, IoError};
 
 /// Frames read per `poll_recv`, so one busy socket cannot hold the driver forever.
 const RECV_BATCH: usize = 64;
+/// Frames handed to the kernel per sendmmsg(2).
+const SEND_BATCH: usize = 64;
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// linux/if_packet.h (newer than some libc releases).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -57,7 +59,9 @@ pub struct RawBackend {
     interface: Interface,
     addr: Ipv4Addr,
     rx_buffer: Vec<u8>,
-    tx_buffer: Vec<u8>,
+    /// Frames waiting for `flush`; the first `tx_queued` are in use, the rest are spare buffers.
+    tx_batch: Vec<Vec<u8>>,
+    tx_queued: usize,
     stats: BackendStats,
     /// Socket drops read so far (the kernel's counter resets on each read).
     socket_drops: std::cell::Cell<u64>,
@@ -109,7 +113,8 @@ impl RawBackend {
             interface,
             addr,
             rx_buffer: vec![0; frame_len.max(2048)],
-            tx_buffer: Vec::with_capacity(frame_len),
+            tx_batch: Vec::with_capacity(SEND_BATCH),
+            tx_queued: 0,
             stats: BackendStats::default(),
             socket_drops: std::cell::Cell::new(0),
         })
@@ -135,6 +140,56 @@ impl RawBackend {
 
     fn refilter(&self) -> io::Result<()> {
         attach_filter(self.socket.get_ref().as_raw_fd(), &self.reservations)
+    }
+
+    /// Hands the queued frames to the kernel with as few sendmmsg(2) calls as it takes.
+    fn send_batch(&mut self) {
+        let queued = self.tx_queued;
+        if queued == 0 {
+            return;
+        }
+        self.tx_queued = 0;
+        let fd = self.socket.get_ref().as_raw_fd();
+        let frames = &self.tx_batch[..queued];
+        let mut iovecs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; all-zero is valid (no address, no control data).
+        let mut messages: Vec<libc::mmsghdr> =
+            (0..queued).map(|_| unsafe { mem::zeroed() }).collect();
+        for (message, iovec) in messages.iter_mut().zip(iovecs.iter_mut()) {
+            message.msg_hdr.msg_iov = iovec;
+            message.msg_hdr.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < queued {
+            // SAFETY: every message points at an iovec describing a live frame buffer.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    messages[done..].as_mut_ptr(),
+                    (queued - done) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if sent <= 0 {
+                if sent < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // A full device queue loses the rest as a congested link would; TCP recovers.
+                self.stats.tx_dropped += (queued - done) as u64;
+                break;
+            }
+            for frame in &frames[done..done + sent as usize] {
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += frame.len() as u64;
+            }
+            done += sent as usize;
+        }
     }
 
     fn transmit(fd: RawFd, frame: &[u8], stats: &mut BackendStats) {
@@ -224,16 +279,23 @@ impl Backend for RawBackend {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         let local_mac = self.neighbours.local_mac();
         if let Route::Mac(mac) = self.neighbours.route(frame, tokio::time::Instant::now()) {
-            self.tx_buffer.clear();
-            self.tx_buffer.extend_from_slice(frame);
-            write_macs(&mut self.tx_buffer, mac, local_mac);
-            let fd = self.socket.get_ref().as_raw_fd();
-            Self::transmit(fd, &self.tx_buffer, &mut self.stats);
+            if self.tx_queued == self.tx_batch.len() {
+                self.tx_batch.push(Vec::with_capacity(frame.len()));
+            }
+            let buffer = &mut self.tx_batch[self.tx_queued];
+            buffer.clear();
+            buffer.extend_from_slice(frame);
+            write_macs(buffer, mac, local_mac);
+            self.tx_queued += 1;
+            if self.tx_queued == SEND_BATCH {
+                self.send_batch();
+            }
         }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.send_batch();
         Ok(())
     }
 
