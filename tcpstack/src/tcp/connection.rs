@@ -108,6 +108,9 @@ pub struct Connection {
     ack_pending: bool,
     /// Bytes received in order since we last sent an ACK (RFC 5681 §4.2 delayed ACK).
     unacked_bytes: u32,
+    /// The peer's full-sized segment as seen so far (Linux's rcv_mss): the largest payload
+    /// received, starting from the 536-byte default and capped by the MSS we announced.
+    rcv_mss: u32,
     fast_retransmit_pending: bool,
     /// The persist timer fired with a non-zero window: send despite sender SWS avoidance.
     sws_override: bool,
@@ -174,6 +177,7 @@ impl Connection {
             syn_pending: true,
             ack_pending: false,
             unacked_bytes: 0,
+            rcv_mss: u32::from(DEFAULT_PEER_MSS.min(config.mss)),
             fast_retransmit_pending: false,
             sws_override: false,
             control: VecDeque::with_capacity(MAX_CONTROL_QUEUE),
@@ -696,6 +700,8 @@ impl Connection {
             let data = &data[..data.len().min(in_window.saturating_sub(offset))];
             if !data.is_empty() {
                 let had_holes = self.recv_buf.has_out_of_order();
+                let segment_size = (payload.len() as u32).min(u32::from(self.config.mss));
+                self.rcv_mss = self.rcv_mss.max(segment_size);
                 let advanced = self.recv_buf.write(offset, data);
                 if advanced > 0 {
                     self.rcv_nxt += advanced;
@@ -703,7 +709,7 @@ impl Connection {
                     self.unacked_bytes = self.unacked_bytes.saturating_add(advanced as u32);
                     // RFC 5681 §4.2: ACK at least every second full-sized segment; at once
                     // when a segment fills (part of) a hole.
-                    if had_holes || self.unacked_bytes >= 2 * self.send_mss {
+                    if had_holes || self.unacked_bytes >= 2 * self.rcv_mss {
                         self.ack_pending = true;
                     } else if self.timers.delayed_ack.is_none() {
                         self.timers.delayed_ack = Some(now + self.config.delayed_ack);

@@ -322,3 +322,14 @@ fn reassembly_is_bounded_whatever_the_peer_sends() {
     h.send_data(&seg(A, IRS + 1, ISS + 1), &data);
     assert_eq!(h.read_all(), data);
 }
+
+#[test]
+fn full_sized_means_the_peers_segment_size_for_delayed_ack() {
+    // The peer's path allows 1200-byte segments only: every second one is still acked at once.
+    let mut h = Harness::established();
+    let data = payload(2400);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..1200]);
+    h.expect_nothing();
+    h.send_data(&seg(A, IRS + 1201, ISS + 1), &data[1200..]);
+    h.expect(A, ISS + 1, IRS + 2401);
+}
