@@ -62,14 +62,13 @@ impl RunningServer {
     }
 }
 
-/// Starts `service` on `target` in namespace A and waits until it listens.
-pub fn start_server(
+/// The command line that serves `service` on `target` in namespace A.
+pub fn server_command(
     lab: &Lab,
     tcpstack: &Path,
     target: Target,
     service: Service,
-) -> Result<RunningServer> {
-    check_interrupt()?;
+) -> Result<Command> {
     let spec = &lab.spec;
     let port = service.port().to_string();
     let mut cmd = Command::new("ip");
@@ -103,6 +102,19 @@ pub fn start_server(
         }
     }
     quiet_rust(&mut cmd);
+    Ok(cmd)
+}
+
+/// Starts `service` on `target` in namespace A and waits until it listens.
+pub fn start_server(
+    lab: &Lab,
+    tcpstack: &Path,
+    target: Target,
+    service: Service,
+) -> Result<RunningServer> {
+    check_interrupt()?;
+    let spec = &lab.spec;
+    let cmd = server_command(lab, tcpstack, target, service)?;
     let command = describe(&cmd);
     let process = match target {
         Target::Kernel => {
