@@ -76,6 +76,8 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.listeners.remove(&self.addr);
+        // Connections not yet accepted are reset; accepted ones live on.
+        let _ = state.endpoint.unlisten(self.addr);
         if let Err(error) = state.backend.release(self.addr) {
             tracing::warn!(%error, addr = %self.addr, "could not release the listening port");
         }

@@ -35,7 +35,11 @@ impl ConnRef {
             .connection_mut(handle)
             .map(|conn| conn.tuple())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection vanished"))?;
-        let slot = state.conns.entry(handle).or_default();
+        let nodelay = state.endpoint.config().connection.nodelay;
+        let slot = state.conns.entry(handle).or_insert_with(|| Slot {
+            nodelay,
+            ..Slot::default()
+        });
         slot.users += 1;
         slot.connected |= connected;
         Ok(ConnRef {

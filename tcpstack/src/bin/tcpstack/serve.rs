@@ -85,22 +85,32 @@ async fn print_stats_every(stack: Stack, secs: u64) {
 
 /// One paragraph for a person.
 fn summary(stack: &Stack) -> String {
-    let stats = stack.stats();
+    let runtime = stack.stats();
+    let endpoint = stack.with_endpoint(|endpoint| endpoint.stats());
     let link = stack.backend_stats();
     format!(
-        "tcpstack summary: {} connections accepted and {} opened, {} reset and {} timed out, \
-         {} still open at exit; the link received {} frames ({} bytes) and sent {} ({} bytes), \
-         dropping {} on transmit and {} in the kernel; the XDP program redirected {} packets \
-         and passed {} to the kernel.",
-        stats.accepted,
-        stats.connected,
-        stats.resets,
-        stats.timeouts,
-        stack.open_connections(),
+        "tcpstack summary: {} connections established ({} accepted, {} opened by us), {} reset \
+         and {} timed out, {} still open and {} in TIME-WAIT at exit; {} packets in ({} bytes) \
+         and {} out ({} bytes), {} retransmitted, {} RSTs sent and {} received, {} packets \
+         dropped; the link moved {} frames in and {} out, dropping {} on transmit and {} in the \
+         kernel; the XDP program redirected {} packets and passed {} to the kernel.",
+        endpoint.connections_established,
+        runtime.accepted,
+        runtime.connected,
+        runtime.resets,
+        runtime.timeouts,
+        endpoint.connections_now,
+        endpoint.time_wait_now,
+        endpoint.packets_in,
+        endpoint.bytes_in,
+        endpoint.packets_out,
+        endpoint.bytes_out,
+        endpoint.retransmits,
+        endpoint.resets_sent,
+        endpoint.resets_received,
+        endpoint.drops.total(),
         link.rx_frames,
-        link.rx_bytes,
         link.tx_frames,
-        link.tx_bytes,
         link.tx_dropped,
         link.kernel_dropped,
         link.xdp.redirected,
@@ -109,18 +119,19 @@ fn summary(stack: &Stack) -> String {
 }
 
 fn stats_json(stack: &Stack) -> serde_json::Value {
-    let stats = stack.stats();
+    let runtime = stack.stats();
     serde_json::json!({
         "runtime": {
-            "accepted": stats.accepted,
-            "connected": stats.connected,
-            "frames_received": stats.frames_received,
-            "frames_ignored": stats.frames_ignored,
-            "frames_sent": stats.frames_sent,
-            "send_errors": stats.send_errors,
-            "resets": stats.resets,
-            "timeouts": stats.timeouts,
+            "accepted": runtime.accepted,
+            "connected": runtime.connected,
+            "frames_received": runtime.frames_received,
+            "frames_ignored": runtime.frames_ignored,
+            "frames_sent": runtime.frames_sent,
+            "send_errors": runtime.send_errors,
+            "resets": runtime.resets,
+            "timeouts": runtime.timeouts,
         },
+        "endpoint": stack.with_endpoint(|endpoint| endpoint.stats()),
         "link": stack.backend_stats(),
     })
 }
