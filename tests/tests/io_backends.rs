@@ -1079,3 +1079,56 @@ fn xdp_backend_reaches_an_off_link_address_through_its_gateway() -> Result<()> {
     })?;
     lab.destroy()
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn released_ports_go_back_to_the_kernel() -> Result<()> {
+    if !tcpstack::io::xdp::object_embedded() {
+        bail!("eBPF object missing: run `cargo xtask build` before these tests");
+    }
+    let lab = Lab::new()?;
+    let iface = lab.spec.if_a.clone();
+    let endpoint = SocketAddrV4::new(lab.addr_a(), OTHER_PORT);
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let lab_ref = &lab;
+    std::thread::scope(|scope| -> Result<()> {
+        let lab = lab_ref;
+        let holder = scope.spawn(move || {
+            in_netns(lab.ns_a(), move || -> Result<(usize, usize)> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let mut xdp = XdpBackend::new(XdpConfig::new(iface.clone()))?;
+                    let mut raw = RawBackend::new(RawConfig::new(iface))?;
+                    xdp.reserve(endpoint)?;
+                    raw.reserve(endpoint)?;
+                    let while_reserved = raw.iptables_rules().to_vec();
+                    xdp.release(endpoint)?;
+                    raw.release(endpoint)?;
+                    let _ = held_tx.send(());
+                    // Both stay alive (the program attached) while the kernel serves the port.
+                    let _ = go_rx.recv_timeout(Duration::from_secs(30));
+                    Ok((while_reserved.len(), raw.iptables_rules().len()))
+                })
+            })?
+        });
+        held_rx
+            .recv_timeout(Duration::from_secs(20))
+            .context("the backends did not start")?;
+        let served = kernel_still_served(lab);
+        let _ = go_tx.send(());
+        let counts = holder
+            .join()
+            .map_err(|_| anyhow::anyhow!("holder thread panicked"))??;
+        served.context("the released port is the kernel's again")?;
+        assert_eq!(
+            counts,
+            (2, 1),
+            "the range's rule and the port's while reserved, the range's after"
+        );
+        Ok(())
+    })?;
+    lab.destroy()
+}
