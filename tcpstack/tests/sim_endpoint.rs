@@ -204,10 +204,11 @@ fn final_ack(ep: &mut Endpoint, port: u16, isn: u32, syn_ack: &TcpHeader, now: I
 }
 
 #[test]
-fn half_open_queue_overflow_drops_the_syn() {
+fn half_open_queue_overflow_drops_the_syn_without_cookies() {
     let now = Instant::now();
     let config = EndpointConfig {
         max_half_open: 2,
+        syn_cookies: false,
         ..EndpointConfig::default()
     };
     let mut ep = endpoint(config, now);
@@ -541,4 +542,105 @@ fn random_segments_and_garbage_leave_nothing_behind() {
     assert_eq!(ep.connection_count(), 0);
     assert_eq!(ep.time_wait_count(), 0);
     assert!(ep.is_idle());
+}
+
+#[test]
+fn a_full_half_open_queue_answers_with_syn_cookies() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        max_half_open: 1,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    ep.listen(local(PORT)).unwrap();
+    let normal = syn(&mut ep, 40001, 100, now).unwrap();
+    assert!(
+        normal.options.window_scale.is_none(),
+        "the test SYN offers no scaling"
+    );
+    assert_eq!(ep.connection_count(), 1);
+
+    // The queue is full: the SYN-ACK carries a cookie and no state is kept.
+    ep.handle_packet(
+        &packet_with_mss(peer(40002), local(PORT), 200, 0, TcpFlags::SYN, 1400),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    let cookie = out[0].0;
+    assert_eq!(cookie.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(cookie.ack, SeqNum(201));
+    assert_eq!(cookie.options.mss, Some(1460), "we still announce our MSS");
+    assert_eq!(
+        cookie.options.window_scale, None,
+        "a cookie cannot remember scaling"
+    );
+    assert_eq!(ep.connection_count(), 1);
+    assert_eq!(ep.stats().syn_cookies_sent, 1);
+
+    // A forged ACK gets a RST; the right one brings the connection back, established.
+    let t = now + Duration::from_millis(30);
+    ep.handle_packet(
+        &packet(
+            peer(40002),
+            local(PORT),
+            201,
+            cookie.seq.0 + 2,
+            TcpFlags::ACK,
+            &[],
+        ),
+        t,
+    );
+    assert_eq!(sent(&mut ep, t)[0].0.flags, TcpFlags::RST);
+    ep.handle_packet(
+        &packet(
+            peer(40002),
+            local(PORT),
+            201,
+            cookie.seq.0 + 1,
+            TcpFlags::ACK,
+            b"hi",
+        ),
+        t,
+    );
+    assert_eq!(events(&mut ep), vec![EndpointEvent::Incoming(local(PORT))]);
+    let handle = ep.accept(local(PORT)).unwrap();
+    let conn = ep.connection_mut(handle).unwrap();
+    assert_eq!(conn.state(), State::Established);
+    assert_eq!(conn.tuple().remote, peer(40002));
+    assert_eq!(conn.mss(), 1400);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        conn.recv(&mut buf),
+        Ok(2),
+        "data on the cookie's ACK is kept"
+    );
+    let stats = ep.stats();
+    assert_eq!(stats.syn_cookies_accepted, 1);
+    assert_eq!(stats.drops.bad_ack, 1);
+    assert_eq!(stats.drops.half_open_full, 0);
+}
+
+/// A SYN with an MSS option.
+fn packet_with_mss(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    mss: u16,
+) -> Vec<u8> {
+    let mut header = TcpHeader {
+        src_port: from.port(),
+        dst_port: to.port(),
+        seq: SeqNum(seq),
+        ack: SeqNum(ack),
+        flags,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    header.options.mss = Some(mss);
+    let mut out = Vec::new();
+    wire::emit_ipv4_tcp(*from.ip(), *to.ip(), &header, &[], 1, &mut out);
+    out
 }

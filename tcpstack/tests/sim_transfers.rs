@@ -245,3 +245,13 @@ fn a_slow_reader_paces_the_sender_through_a_small_window() {
         "window updates as the reader drains"
     );
 }
+
+#[test]
+fn a_transfer_through_a_syn_cookie() {
+    let mut config = TransferConfig::new(5, LinkConfig::default(), 200_000, 300_000);
+    config.endpoint.max_half_open = 0;
+    let report = run_transfer(&config).unwrap();
+    assert_eq!(report.server.syn_cookies_sent, 1);
+    assert_eq!(report.server.syn_cookies_accepted, 1);
+    assert_eq!(report.server.connections_established, 1);
+}

@@ -8,6 +8,7 @@
 //! [`Endpoint::connection_mut`]. Every operation costs O(log n) in the number of connections: the
 //! timers sit in one heap, and only connections that were touched are looked at again.
 
+mod cookie;
 mod stats;
 
 pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
@@ -26,7 +27,9 @@ use crate::tcp::{
     self, Connection, Event, FourTuple, IsnGenerator, ListenAction, Segment, State, TimeWait,
     TimeWaitOutcome,
 };
-use crate::wire::{self, TcpHeader};
+use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
+
+use cookie::CookieJar;
 
 /// Identifies one connection inside an [`Endpoint`]; never reused while the endpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,6 +48,9 @@ pub struct EndpointConfig {
     pub ephemeral_ports: (u16, u16),
     /// Most endpoint-generated replies (RSTs, TIME-WAIT ACKs) waiting for `poll_transmit`.
     pub max_queued_replies: usize,
+    /// Answer SYNs with SYN cookies when a listener's half-open queue is full (RFC 4987 §3.6)
+    /// instead of dropping them.
+    pub syn_cookies: bool,
 }
 
 impl Default for EndpointConfig {
@@ -55,6 +61,7 @@ impl Default for EndpointConfig {
             accept_backlog: 1024,
             ephemeral_ports: (61000, 65535),
             max_queued_replies: 1024,
+            syn_cookies: true,
         }
     }
 }
@@ -163,6 +170,9 @@ pub struct Endpoint {
     config: EndpointConfig,
     local_addr: Ipv4Addr,
     isn: IsnGenerator,
+    cookies: CookieJar,
+    /// When the last SYN cookie went out: ACKs are checked for cookies only for a while after.
+    last_cookie: Option<Instant>,
     rng: SmallRng,
     now: Instant,
     next_handle: u64,
@@ -189,10 +199,13 @@ impl Endpoint {
     pub fn new(config: EndpointConfig, local_addr: Ipv4Addr, seed: u64, now: Instant) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let isn = IsnGenerator::from_seed(rng.gen(), now);
+        let cookies = CookieJar::new(rng.gen(), now);
         Endpoint {
             config,
             local_addr,
             isn,
+            cookies,
+            last_cookie: None,
             rng,
             now,
             next_handle: 0,
@@ -389,7 +402,7 @@ impl Endpoint {
             return;
         }
         if let Some(listener) = self.listener_for(tuple.local) {
-            self.handle_listen(listener, tuple, header, parsed.payload.len(), now);
+            self.handle_listen(listener, tuple, header, parsed.payload, now);
             return;
         }
         // RFC 9293 §3.10.7.1: CLOSED. A RST is never answered.
@@ -776,10 +789,10 @@ impl Endpoint {
         listener_addr: SocketAddrV4,
         tuple: FourTuple,
         header: &TcpHeader,
-        payload_len: usize,
+        payload: &[u8],
         now: Instant,
     ) {
-        match tcp::listen_action(header, payload_len) {
+        match tcp::listen_action(header, payload.len()) {
             ListenAction::Drop => {
                 if header.flags.rst() {
                     self.stats.drops.stray_reset += 1;
@@ -788,19 +801,25 @@ impl Endpoint {
                 }
             }
             ListenAction::Reset(reset) => {
-                self.stats.drops.bad_ack += 1;
-                self.queue_reply(&tuple, reset);
+                if !self.accept_cookie(listener_addr, tuple, header, payload, now) {
+                    self.stats.drops.bad_ack += 1;
+                    self.queue_reply(&tuple, reset);
+                }
             }
             ListenAction::Accept => {
                 let Some(listener) = self.listeners.get_mut(&listener_addr) else {
                     return;
                 };
-                if listener.half_open >= self.config.max_half_open {
-                    self.stats.drops.half_open_full += 1;
-                    return;
-                }
                 if listener.accept_queue.len() >= self.config.accept_backlog {
                     self.stats.drops.accept_queue_full += 1;
+                    return;
+                }
+                if listener.half_open >= self.config.max_half_open {
+                    if self.config.syn_cookies {
+                        self.send_cookie(tuple, header, now);
+                    } else {
+                        self.stats.drops.half_open_full += 1;
+                    }
                     return;
                 }
                 listener.half_open += 1;
@@ -812,6 +831,97 @@ impl Endpoint {
                 self.sync_touched();
             }
         }
+    }
+
+    /// The connection settings for a connection opened by a SYN cookie, which cannot remember
+    /// a window scale.
+    fn cookie_connection_config(&self) -> tcp::Config {
+        tcp::Config {
+            window_scaling: false,
+            ..self.config.connection.clone()
+        }
+    }
+
+    /// The SYN as a cookie remembers it: sequence number and MSS, no other option.
+    fn remembered_syn(header: &TcpHeader, peer_isn: SeqNum, mss: u16) -> TcpHeader {
+        TcpHeader {
+            src_port: header.src_port,
+            dst_port: header.dst_port,
+            seq: peer_isn,
+            flags: TcpFlags::SYN,
+            window: header.window,
+            options: TcpOptions {
+                mss: Some(mss),
+                ..TcpOptions::default()
+            },
+            ..TcpHeader::default()
+        }
+    }
+
+    /// Answers a SYN with a SYN-ACK whose ISN is a cookie, keeping no state.
+    fn send_cookie(&mut self, tuple: FourTuple, syn: &TcpHeader, now: Instant) {
+        let peer_mss = syn.options.mss.unwrap_or(536);
+        let (isn, mss) = self.cookies.make(&tuple, syn.seq, peer_mss, now);
+        let remembered = Self::remembered_syn(syn, syn.seq, mss);
+        // The SYN-ACK a connection would send, without keeping the connection.
+        let mut conn = Connection::accept(
+            self.cookie_connection_config(),
+            tuple,
+            &remembered,
+            isn,
+            now,
+        );
+        if let Some(segment) = conn.poll_transmit(now) {
+            self.stats.syn_cookies_sent += 1;
+            self.last_cookie = Some(now);
+            self.queue_reply(&tuple, segment.header);
+        }
+    }
+
+    /// An ACK to a listener may complete a SYN-cookie handshake; true when it did.
+    fn accept_cookie(
+        &mut self,
+        listener_addr: SocketAddrV4,
+        tuple: FourTuple,
+        header: &TcpHeader,
+        payload: &[u8],
+        now: Instant,
+    ) -> bool {
+        let cookies_recently_sent = self
+            .last_cookie
+            .is_some_and(|t| now.saturating_duration_since(t) < cookie::MAX_LIFETIME);
+        if !self.config.syn_cookies || header.flags.syn() || !cookies_recently_sent {
+            return false;
+        }
+        let peer_isn = header.seq - 1u32;
+        let isn = header.ack - 1u32;
+        let Some(mss) = self.cookies.check(&tuple, peer_isn, isn, now) else {
+            return false;
+        };
+        let Some(listener) = self.listeners.get_mut(&listener_addr) else {
+            return false;
+        };
+        if listener.accept_queue.len() >= self.config.accept_backlog {
+            self.stats.drops.accept_queue_full += 1;
+            return true;
+        }
+        listener.half_open += 1;
+        let remembered = Self::remembered_syn(header, peer_isn, mss);
+        let mut conn = Connection::accept(
+            self.cookie_connection_config(),
+            tuple,
+            &remembered,
+            isn,
+            now,
+        );
+        // Its SYN-ACK went out as the cookie.
+        while conn.poll_transmit(now).is_some() {}
+        conn.handle_segment(header, payload, now);
+        self.stats.syn_cookies_accepted += 1;
+        self.stats.passive_opens += 1;
+        self.insert(conn, Role::HalfOpen(listener_addr));
+        self.sync_touched();
+        true
     }
 
     /// Queues a segment the endpoint sends on its own behalf on `tuple`.

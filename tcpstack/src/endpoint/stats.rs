@@ -73,7 +73,7 @@ pub struct DropCounts {
     pub bad_ack: u64,
     /// Neither SYN, ACK nor RST, sent to a listener.
     pub listener_ignored: u64,
-    /// A SYN that found the listener's SYN-RECEIVED queue full.
+    /// A SYN that found the listener's SYN-RECEIVED queue full (with SYN cookies off).
     pub half_open_full: u64,
     /// A SYN, or a completed handshake, that found the accept queue full.
     pub accept_queue_full: u64,
@@ -123,6 +123,10 @@ pub struct EndpointStats {
     pub time_wait_entries: u64,
     /// TIME-WAIT entries a new SYN took over (RFC 9293 §3.6.1).
     pub time_wait_reopened: u64,
+    /// SYN-ACKs sent with a SYN cookie because a half-open queue was full.
+    pub syn_cookies_sent: u64,
+    /// Handshakes completed from a valid cookie.
+    pub syn_cookies_accepted: u64,
     /// Retransmitted segments, summed over all connections, live and freed.
     pub retransmits: u64,
     pub connections_now: u64,
