@@ -644,3 +644,30 @@ fn packet_with_mss(
     wire::emit_ipv4_tcp(*from.ip(), *to.ip(), &header, &[], 1, &mut out);
     out
 }
+
+#[test]
+fn unlisten_resets_connections_nobody_accepted() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let syn_ack = syn(&mut ep, 40001, 100, now).unwrap();
+    final_ack(&mut ep, 40001, 100, &syn_ack, now);
+    syn(&mut ep, 40002, 200, now).unwrap();
+    assert_eq!(ep.connection_count(), 2);
+    events(&mut ep);
+    ep.unlisten(local(PORT)).unwrap();
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(h, _)| h.flags.rst()), "{out:?}");
+    assert_eq!(ep.connection_count(), 0);
+    assert!(events(&mut ep).is_empty(), "nobody knew these handles");
+    assert_eq!(
+        ep.unlisten(local(PORT)),
+        Err(EndpointError::UnknownConnection)
+    );
+    // The port is closed now.
+    assert_eq!(
+        syn(&mut ep, 40003, 300, now).unwrap().flags,
+        TcpFlags::RST | TcpFlags::ACK
+    );
+}

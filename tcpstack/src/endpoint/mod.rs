@@ -253,7 +253,7 @@ impl Endpoint {
         if self.listeners.remove(&addr).is_none() {
             return Err(EndpointError::UnknownConnection);
         }
-        let orphans: Vec<ConnectionHandle> = self
+        let mut orphans: Vec<ConnectionHandle> = self
             .connections
             .iter()
             .filter(
@@ -261,6 +261,8 @@ impl Endpoint {
             )
             .map(|(&handle, _)| handle)
             .collect();
+        // In handle order, so that runs replay exactly (HashMap order is random).
+        orphans.sort_unstable();
         for handle in orphans {
             if let Some(slot) = self.connections.get_mut(&handle) {
                 slot.role = Role::Orphan;
