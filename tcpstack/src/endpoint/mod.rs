@@ -10,8 +10,10 @@
 
 mod cookie;
 mod stats;
+mod trace;
 
 pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
+pub use trace::{HandshakeLatency, HandshakeReport, SEGMENT_RX_TARGET, SEGMENT_TX_TARGET};
 
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
@@ -30,6 +32,7 @@ use crate::tcp::{
 use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
 
 use cookie::CookieJar;
+use trace::ConnectionTrace;
 
 /// Identifies one connection inside an [`Endpoint`]; never reused while the endpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,6 +120,7 @@ struct Slot {
     touched: bool,
     /// Queued in `sending` (may have segments to transmit).
     sending: bool,
+    trace: ConnectionTrace,
 }
 
 struct Listener {
@@ -192,6 +196,7 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Retransmits of connections already freed.
     retransmits_of_freed: u64,
+    handshakes: HandshakeLatency,
 }
 
 impl Endpoint {
@@ -222,6 +227,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             retransmits_of_freed: 0,
+            handshakes: HandshakeLatency::default(),
         }
     }
 
@@ -298,7 +304,7 @@ impl Endpoint {
         let isn = self.isn.isn(&tuple, now);
         let conn = Connection::connect(self.config.connection.clone(), tuple, isn, now);
         self.stats.active_opens += 1;
-        Ok(self.insert(conn, Role::Active))
+        Ok(self.insert(conn, Role::Active, isn))
     }
 
     /// Takes the next established connection queued on a listener.
@@ -359,6 +365,11 @@ impl Endpoint {
         }
     }
 
+    /// How long the handshakes that completed took, passive and active opens apart.
+    pub fn handshake_latency(&self) -> &HandshakeLatency {
+        &self.handshakes
+    }
+
     /// Processes one received IPv4 packet (header included).
     pub fn handle_packet(&mut self, packet: &[u8], now: Instant) {
         self.advance(now);
@@ -371,6 +382,7 @@ impl Endpoint {
                 return;
             }
         };
+        trace::segment_in(&parsed);
         if parsed.ip.dst != self.local_addr {
             self.stats.drops.wrong_destination += 1;
             return;
@@ -530,10 +542,11 @@ impl Endpoint {
             .find(|addr| self.listeners.contains_key(addr))
     }
 
-    fn insert(&mut self, conn: Connection, role: Role) -> ConnectionHandle {
+    fn insert(&mut self, conn: Connection, role: Role, isn: SeqNum) -> ConnectionHandle {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         self.by_tuple.insert(conn.tuple(), handle);
+        let trace = ConnectionTrace::new(&conn, isn, role != Role::Active, self.now);
         self.connections.insert(
             handle,
             Slot {
@@ -542,6 +555,7 @@ impl Endpoint {
                 timer: None,
                 touched: false,
                 sending: false,
+                trace,
             },
         );
         self.touch(handle);
@@ -588,6 +602,8 @@ impl Endpoint {
             match event {
                 Event::Connected => {
                     self.stats.connections_established += 1;
+                    slot.trace
+                        .established(&slot.conn, self.now, &mut self.handshakes);
                     if let Role::HalfOpen(listener) = slot.role {
                         Self::promote(
                             &mut self.listeners,
@@ -600,6 +616,7 @@ impl Endpoint {
                         );
                     }
                 }
+                Event::Readable => slot.trace.readable(self.now),
                 Event::Closed => closed = true,
                 _ => {}
             }
@@ -608,6 +625,7 @@ impl Endpoint {
                     .push_back(EndpointEvent::Connection(handle, event));
             }
         }
+        slot.trace.follow(&slot.conn);
         let state = slot.conn.state();
         if closed || state == State::Closed {
             self.free(handle, None);
@@ -829,7 +847,7 @@ impl Endpoint {
                 let conn =
                     Connection::accept(self.config.connection.clone(), tuple, header, isn, now);
                 self.stats.passive_opens += 1;
-                self.insert(conn, Role::HalfOpen(listener_addr));
+                self.insert(conn, Role::HalfOpen(listener_addr), isn);
                 self.sync_touched();
             }
         }
@@ -921,7 +939,11 @@ impl Endpoint {
         conn.handle_segment(header, payload, now);
         self.stats.syn_cookies_accepted += 1;
         self.stats.passive_opens += 1;
-        self.insert(conn, Role::HalfOpen(listener_addr));
+        let handle = self.insert(conn, Role::HalfOpen(listener_addr), isn);
+        if let Some(slot) = self.connections.get_mut(&handle) {
+            // Its SYN arrived before the endpoint kept any record of it.
+            slot.trace.start_unknown();
+        }
         self.sync_touched();
         true
     }
@@ -956,6 +978,7 @@ impl Endpoint {
         let identification = self.ip_identification;
         self.ip_identification = self.ip_identification.wrapping_add(1);
         wire::emit_ipv4_tcp(src, dst, header, payload, identification, out);
+        trace::segment_out(out);
         self.stats.packets_out += 1;
         self.stats.bytes_out += out.len() as u64;
         if header.flags.rst() {

@@ -260,6 +260,13 @@ impl Connection {
         self.send_mss
     }
 
+    /// The window-scale shifts in use, ours then the peer's; `None` unless both SYNs carried the
+    /// option (RFC 7323 §2.2).
+    pub fn window_scale(&self) -> Option<(u8, u8)> {
+        self.window_scaling
+            .then_some((self.rcv_shift, self.snd_shift))
+    }
+
     /// Disables (true) or enables (false) Nagle's algorithm (RFC 9293 §3.7.4).
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.config.nodelay = nodelay;
