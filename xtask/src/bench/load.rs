@@ -238,16 +238,9 @@ impl BenchClient {
                 procs::tail(&format!("{e:#}"))
             )
         })?;
-        let mut flags = Vec::new();
-        if help.contains("kernel") && help.contains("--backend") {
-            flags.extend(["--backend".into(), "kernel".into()]);
-        } else if help.contains("--iface") {
-            flags.extend(["--iface".into(), lab.spec.if_b.clone()]);
-        }
-        if help.contains("--json") {
-            flags.push("--json".into());
-        }
-        Ok(BenchClient { flags })
+        Ok(BenchClient {
+            flags: client_flags(&help, &lab.spec.if_b),
+        })
     }
 
     pub fn command(
@@ -289,6 +282,47 @@ impl BenchClient {
             run_client(cmd, Duration::from_secs(load.rr_secs + 15), &load.scratch)?.success()?;
         parse_bench(&out).with_context(|| format!("`{shown}`"))
     }
+}
+
+/// From `tcpstack bench --help`: the kernel's TCP as the client when the build offers it (so
+/// that only the server differs between the columns), else tcpstack's own on `peer_iface`; and
+/// JSON output, when it has to be asked for.
+fn client_flags(help: &str, peer_iface: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    if option_help(help, "--backend").is_some_and(|h| h.contains("kernel")) {
+        flags.extend(["--backend".into(), "kernel".into()]);
+    } else if option_help(help, "--iface").is_some() {
+        flags.extend(["--iface".into(), peer_iface.to_owned()]);
+    }
+    if option_help(help, "--json").is_some() {
+        flags.push("--json".into());
+    } else if option_help(help, "--format").is_some_and(|h| h.contains("json")) {
+        flags.extend(["--format".into(), "json".into()]);
+    }
+    flags
+}
+
+/// The help text of one option: from its flag to the line of the next option.
+fn option_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+    let start = help.match_indices(flag).map(|(i, _)| i).find(|&i| {
+        !help[i + flag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
+    })?;
+    let rest = &help[start..];
+    let mut end = rest.find('\n').unwrap_or(rest.len());
+    while end < rest.len() {
+        let line = &rest[end + 1..];
+        if starts_an_option(line) {
+            break;
+        }
+        end += 1 + line.find('\n').unwrap_or(line.len());
+    }
+    Some(&rest[..end])
+}
+
+/// `  -h, --help` or `      --size <B>`, but not a value list's `  - kernel: ...`.
+fn starts_an_option(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with("--") || (line.starts_with('-') && line[1..].starts_with(char::is_alphabetic))
 }
 
 /// The figures the table takes from `tcpstack bench`'s JSON report.
@@ -427,6 +461,53 @@ mod tests {
         let outcome = parse_bench(&crr).expect("parses");
         assert_eq!(outcome.connect_p50_us, Some(80.0));
         assert_eq!(outcome.connect_p99_us, Some(150.0));
+    }
+
+    const HELP_WITH_KERNEL: &str = "Load against a TCP server (the kernel's, too)
+
+Usage: tcpstack bench [OPTIONS] --connect <ADDR:PORT>
+
+Options:
+      --connect <ADDR:PORT>
+          The server
+      --iface <IF>
+          The network interface to use
+      --backend <BACKEND>
+          How to reach the wire
+
+          Possible values:
+          - xdp:    AF_XDP
+          - raw:    AF_PACKET
+          - kernel: the kernel's own TCP
+
+      --json
+          JSON output
+  -h, --help
+          Print help
+";
+
+    #[test]
+    fn client_flags_follow_the_help() {
+        assert_eq!(
+            client_flags(HELP_WITH_KERNEL, "veth-b"),
+            ["--backend", "kernel", "--json"]
+        );
+        // "kernel" in the description, but not among the backends: tcpstack's TCP on B's veth.
+        let without = HELP_WITH_KERNEL
+            .replace("          - kernel: the kernel's own TCP\n", "")
+            .replace("      --json\n          JSON output\n", "");
+        assert_eq!(client_flags(&without, "veth-b"), ["--iface", "veth-b"]);
+        assert!(client_flags("Usage: tcpstack bench --connect <A>", "veth-b").is_empty());
+    }
+
+    #[test]
+    fn option_help_stops_at_the_next_option() {
+        let backend = option_help(HELP_WITH_KERNEL, "--backend").expect("present");
+        assert!(backend.contains("- kernel:"), "{backend}");
+        assert!(!backend.contains("--json"), "{backend}");
+        assert!(option_help(HELP_WITH_KERNEL, "--jso").is_none());
+        let json = option_help(HELP_WITH_KERNEL, "--json").expect("present");
+        assert!(!json.contains("Print help"), "{json}");
     }
 
     #[test]
