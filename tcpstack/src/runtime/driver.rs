@@ -54,6 +54,9 @@ impl Driver {
             self.frame.extend_from_slice(&self.packet);
             match state.backend.send(&self.frame) {
                 Ok(()) => {
+                    if let Some(capture) = &mut state.capture {
+                        capture.record(&self.frame);
+                    }
                     state.stats.frames_sent += 1;
                     unflushed += 1;
                 }
@@ -89,6 +92,9 @@ impl Driver {
 
     fn fail(&mut self, state: &mut State, failure: (io::ErrorKind, &'static str)) {
         state.failed.get_or_insert(failure);
+        if let Some(capture) = &mut state.capture {
+            capture.flush();
+        }
         for slot in state.conns.values_mut() {
             slot.wake_all(&mut self.wakers);
         }
@@ -147,11 +153,19 @@ impl Future for Driver {
             let mut received = 0usize;
             let mut ignored = 0u64;
             let State {
-                endpoint, backend, ..
+                endpoint,
+                backend,
+                capture,
+                ..
             } = state;
-            let polled = backend.poll_recv(cx, &mut |frame| match ipv4_payload(frame) {
-                Some(packet) => endpoint.handle_packet(packet, now),
-                None => ignored += 1,
+            let polled = backend.poll_recv(cx, &mut |frame| {
+                if let Some(capture) = capture {
+                    capture.record(frame);
+                }
+                match ipv4_payload(frame) {
+                    Some(packet) => endpoint.handle_packet(packet, now),
+                    None => ignored += 1,
+                }
             });
             match polled {
                 Poll::Ready(Ok(count)) => received = count,

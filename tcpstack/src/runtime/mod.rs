@@ -26,9 +26,12 @@
 mod app_traits;
 mod driver;
 mod listener;
+mod pcap;
+mod report;
 mod stream;
 
 pub use listener::TcpListener;
+pub use report::StatsReport;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, TcpStream};
 
 use std::collections::HashMap;
@@ -43,7 +46,7 @@ use crate::io::{Backend, BackendStats};
 use crate::tcp::{ConnectionError, Event};
 
 /// Counters kept by the driver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StackStats {
     pub frames_received: u64,
     /// Received frames that were not IPv4 and never reached the endpoint.
@@ -64,6 +67,7 @@ pub struct StackBuilder {
     address: Option<Ipv4Addr>,
     config: EndpointConfig,
     seed: Option<u64>,
+    capture: Option<Box<dyn std::io::Write + Send>>,
 }
 
 impl StackBuilder {
@@ -94,6 +98,12 @@ impl StackBuilder {
         self
     }
 
+    /// Writes every frame received and sent to `sink` as a pcap capture (see `runtime::pcap`).
+    pub fn capture(mut self, sink: impl std::io::Write + Send + 'static) -> Self {
+        self.capture = Some(Box::new(sink));
+        self
+    }
+
     /// Starts the driver task on the current tokio runtime.
     pub fn build(self) -> io::Result<Stack> {
         let backend = self.backend.ok_or_else(|| {
@@ -104,10 +114,11 @@ impl StackBuilder {
         })?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("a stack must be built inside a tokio runtime"))?;
+        let capture = self.capture.map(pcap::Capture::new).transpose()?;
         let seed = self.seed.unwrap_or_else(rand::random);
         let endpoint = Endpoint::new(self.config, address, seed, now());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(endpoint, backend)),
+            state: Mutex::new(State::new(endpoint, backend, capture)),
             address,
         });
         runtime.spawn(driver::Driver::new(shared.clone()));
@@ -148,6 +159,7 @@ impl Stack {
             address: None,
             config: EndpointConfig::default(),
             seed: None,
+            capture: None,
         }
     }
 
@@ -352,6 +364,8 @@ pub(crate) struct State {
     /// Under the same lock as the endpoint so that `bind` can reserve its port on the link
     /// before it returns.
     pub(crate) backend: Box<dyn Backend>,
+    /// `--pcap`: every frame in and out.
+    pub(crate) capture: Option<pcap::Capture>,
     pub(crate) conns: HashMap<ConnectionHandle, Slot>,
     pub(crate) listeners: HashMap<SocketAddrV4, ListenerSlot>,
     /// Connections whose user dropped them with a linger timeout: abort when it passes.
@@ -372,10 +386,11 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(endpoint: Endpoint, backend: Box<dyn Backend>) -> Self {
+    fn new(endpoint: Endpoint, backend: Box<dyn Backend>, capture: Option<pcap::Capture>) -> Self {
         State {
             endpoint,
             backend,
+            capture,
             conns: HashMap::new(),
             listeners: HashMap::new(),
             lingering: Vec::new(),
