@@ -735,6 +735,12 @@ impl Server {
         })
     }
 
+    /// SIGKILL, as a crash would: no FIN, no RST, no cleanup of what it installed.
+    pub fn kill(mut self) -> Result<ExitStatus> {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait_timeout(Duration::from_secs(10))
+    }
+
     /// Fails unless the server is still running (it must survive whatever the test did).
     pub fn assert_running(&mut self) -> Result<()> {
         if let Some(status) = self.process.try_wait()? {
@@ -1163,6 +1169,34 @@ pub fn kernel_tcp_counters(ns: &str) -> Result<std::collections::HashMap<String,
         .skip(1)
         .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
         .collect())
+}
+
+/// The iptables rules of namespace `ns` (all tables) whose text contains each of `needles`,
+/// as `(table, rule)` the way `iptables-save` prints them (`-A CHAIN ...`).
+pub fn iptables_rules(ns: &str, needles: &[&str]) -> Result<Vec<(String, String)>> {
+    let saved = exec_in(ns, &["iptables-save"])?;
+    let mut table = String::new();
+    let mut rules = Vec::new();
+    for line in saved.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_owned();
+        } else if line.starts_with("-A ") && needles.iter().all(|n| line.contains(n)) {
+            rules.push((table.clone(), line.to_owned()));
+        }
+    }
+    Ok(rules)
+}
+
+/// Applies `rule` (`-A ...` or `-D ...`, as [`iptables_rules`] gives them) to `table` in `ns`.
+pub fn iptables_apply(ns: &str, table: &str, rule: &str) -> Result<()> {
+    // Through sh: iptables-save quotes comments the way a shell reads them.
+    exec_in(ns, &["sh", "-c", &format!("iptables -t {table} {rule}")])?;
+    Ok(())
+}
+
+/// The raw backend's rules in `ns` that drop the kernel's RSTs.
+pub fn rst_drop_rules(ns: &str) -> Result<Vec<(String, String)>> {
+    iptables_rules(ns, &["RST", "DROP"])
 }
 
 /// The port tcpstack's echo app serves on in the tests.

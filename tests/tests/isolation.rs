@@ -71,31 +71,6 @@ fn xdp_kernel_never_sees_the_reserved_port() -> Result<()> {
     Ok(())
 }
 
-/// The raw backend's iptables rules in namespace A that drop the kernel's RSTs:
-/// `(table, rule)` as `iptables-save` prints them.
-fn rst_rules(lab: &Lab) -> Result<Vec<(String, String)>> {
-    let saved = lab.exec_in(lab.ns_a(), &["iptables-save"])?;
-    let mut table = String::new();
-    let mut rules = Vec::new();
-    for line in saved.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            table = t.to_owned();
-        } else if line.starts_with("-A ") && line.contains("RST") && line.contains("DROP") {
-            rules.push((table.clone(), line.to_owned()));
-        }
-    }
-    Ok(rules)
-}
-
-fn iptables(lab: &Lab, table: &str, rule: &str) -> Result<()> {
-    // Through sh: iptables-save quotes comments the way a shell reads them.
-    lab.exec_in(
-        lab.ns_a(),
-        &["sh", "-c", &format!("iptables -t {table} {rule}")],
-    )?;
-    Ok(())
-}
-
 /// In raw mode the kernel of namespace A does see the port's segments and answers them with
 /// RSTs; only tcpstack's iptables rule keeps those off the wire. With the rule, the capture
 /// shows no RST; without it, the kernel's RSTs appear. Stopping the server removes the rule.
@@ -104,7 +79,7 @@ fn iptables(lab: &Lab, table: &str, rule: &str) -> Result<()> {
 fn raw_kernel_rsts_are_dropped_by_the_iptables_rule_only() -> Result<()> {
     let lab = Lab::new()?;
     let server = echo_server(&lab, Backend::Raw)?;
-    let rules = rst_rules(&lab)?;
+    let rules = rst_drop_rules(lab.ns_a())?;
     ensure!(
         !rules.is_empty(),
         "no iptables rule dropping RSTs in namespace A"
@@ -123,7 +98,7 @@ fn raw_kernel_rsts_are_dropped_by_the_iptables_rule_only() -> Result<()> {
     );
 
     for (table, rule) in &rules {
-        iptables(&lab, table, &rule.replacen("-A ", "-D ", 1))?;
+        iptables_apply(lab.ns_a(), table, &rule.replacen("-A ", "-D ", 1))?;
     }
     let capture = lab.capture(lab.ns_b(), &lab.spec.if_b, &format!("tcp port {ECHO_PORT}"))?;
     // The connection may be refused or reset: only the RST on the wire matters here.
@@ -139,11 +114,11 @@ fn raw_kernel_rsts_are_dropped_by_the_iptables_rule_only() -> Result<()> {
         "no RST from namespace A without the rule: {segments:?}"
     );
     for (table, rule) in &rules {
-        iptables(&lab, table, rule)?;
+        iptables_apply(lab.ns_a(), table, rule)?;
     }
     let out = server.stop()?;
     ensure!(out.status.success(), "serve exited with {}", out.status);
-    let left = rst_rules(&lab)?;
+    let left = rst_drop_rules(lab.ns_a())?;
     ensure!(
         left.is_empty(),
         "iptables rules left after the server stopped: {left:?}"
