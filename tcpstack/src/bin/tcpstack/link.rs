@@ -57,12 +57,16 @@ pub fn open(args: &LinkArgs, listening: Option<u16>) -> anyhow::Result<Link> {
     if args.backend == BackendKind::Raw {
         remove_rules_on_panic(addr, listening);
     }
-    let stack = Stack::builder()
+    let mut builder = Stack::builder()
         .boxed_backend(backend)
         .address(addr)
-        .config(endpoint_config())
-        .build()
-        .context("cannot start the stack")?;
+        .config(endpoint_config());
+    if let Some(path) = &args.pcap {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create the capture file {}", path.display()))?;
+        builder = builder.capture(file);
+    }
+    let stack = builder.build().context("cannot start the stack")?;
     Ok(Link {
         stack,
         addr,

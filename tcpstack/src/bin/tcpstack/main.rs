@@ -1,8 +1,10 @@
 //! `tcpstack`: serve an app on tcpstack's own TCP over XDP/AF_XDP (or a raw socket), or talk to
 //! a server like `nc` does.
 
+mod bench;
 mod cleanup;
 mod connect;
+mod fetch;
 mod link;
 mod serve;
 
@@ -30,6 +32,10 @@ enum Command {
     Serve(ServeArgs),
     /// Connects to ADDR:PORT like `nc`: stdin to the connection, the connection to stdout.
     Connect(ConnectArgs),
+    /// GETs an http:// URL over tcpstack: the body to stdout, a summary to stderr.
+    Fetch(fetch::FetchArgs),
+    /// Loads a TCP server (any: the kernel's too) with tcpstack, or the kernel's TCP, as the client.
+    Bench(bench::BenchArgs),
 }
 
 /// How tcpstack reaches the wire; shared by every command.
@@ -50,6 +56,9 @@ pub struct LinkArgs {
     /// AF_XDP sockets to open, on queues 0..N [default: every receive queue].
     #[arg(long, value_name = "N")]
     pub queues: Option<u32>,
+    /// Writes every frame received and sent to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +93,10 @@ pub struct ServeArgs {
     /// What to serve.
     #[arg(long, value_enum, default_value_t = App::Echo)]
     pub app: App,
-    /// Writes every frame received and sent to this pcap file.
-    #[arg(long, value_name = "FILE")]
-    pub pcap: Option<PathBuf>,
-    /// Prints the endpoint's counters every SECS seconds.
+    /// Prints the counters and the handshake latency every SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u64>,
-    /// Writes the final statistics as JSON to FILE at exit.
+    /// Writes the statistics (handshake latency included) as JSON to FILE every interval and at exit.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
 }
@@ -122,6 +128,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Fetch(args) => fetch::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     // A blocking read of stdin may still be parked in tokio's blocking pool: do not wait for it.
