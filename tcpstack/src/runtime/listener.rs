@@ -23,6 +23,7 @@ impl TcpListener {
             let mut state = shared.lock();
             state.check_alive()?;
             state.endpoint.listen(addr).map_err(endpoint_error)?;
+            state.ports_to_release.retain(|port| *port != addr);
             // From here on the link steers the port's segments to us, not to the kernel.
             state.backend.reserve(addr)?;
             state.listeners.entry(addr).or_default();
@@ -76,10 +77,9 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.listeners.remove(&self.addr);
-        // Connections not yet accepted are reset; accepted ones live on.
+        // Connections not yet accepted are reset; accepted ones live on, and the link keeps
+        // steering the port to us until the last of them is gone.
         let _ = state.endpoint.unlisten(self.addr);
-        if let Err(error) = state.backend.release(self.addr) {
-            tracing::warn!(%error, addr = %self.addr, "could not release the listening port");
-        }
+        state.unreserve_when_unused(self.addr, super::now());
     }
 }

@@ -373,6 +373,9 @@ pub(crate) struct State {
     /// Connections no user holds any more that the endpoint is still closing; their slots go
     /// once the endpoint has freed them (it reports no event for that).
     released: Vec<ConnectionHandle>,
+    /// Listening addresses whose listener is gone; the backend keeps them reserved while
+    /// connections on them remain.
+    pub(crate) ports_to_release: Vec<SocketAddrV4>,
     next_sweep: Option<Instant>,
     driver_waker: Option<Waker>,
     /// A kick is pending: the driver will run, no need to wake it again.
@@ -395,6 +398,7 @@ impl State {
             listeners: HashMap::new(),
             lingering: Vec::new(),
             released: Vec::new(),
+            ports_to_release: Vec::new(),
             next_sweep: None,
             driver_waker: None,
             kicked: false,
@@ -520,7 +524,44 @@ impl State {
             }
             alive
         });
-        self.next_sweep = (!self.released.is_empty()).then(|| now + SWEEP_INTERVAL);
+        self.release_unused_ports();
+        self.next_sweep = (!self.released.is_empty() || !self.ports_to_release.is_empty())
+            .then(|| now + SWEEP_INTERVAL);
+    }
+
+    pub(crate) fn unreserve_when_unused(&mut self, addr: SocketAddrV4, now: Instant) {
+        if !self.ports_to_release.contains(&addr) {
+            self.ports_to_release.push(addr);
+        }
+        self.release_unused_ports();
+        if !self.ports_to_release.is_empty() {
+            self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// Hands back to the kernel the listening ports no connection uses any more.
+    fn release_unused_ports(&mut self) {
+        let State {
+            endpoint,
+            conns,
+            backend,
+            ports_to_release,
+            ..
+        } = self;
+        ports_to_release.retain(|addr| {
+            let in_use = conns.keys().any(|handle| {
+                endpoint
+                    .connection(*handle)
+                    .is_some_and(|conn| conn.tuple().local == *addr)
+            });
+            if in_use {
+                return true;
+            }
+            if let Err(error) = backend.release(*addr) {
+                tracing::warn!(%error, %addr, "could not release a listening port");
+            }
+            false
+        });
     }
 }
 
