@@ -207,8 +207,11 @@ fn measure(lab: &Lab, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Re
     Ok(commands)
 }
 
-/// The peer namespace opens many short connections to one server port: let it reuse ports in
-/// TIME-WAIT and give it Linux's widest range below tcpstack's active-open ports (61000+).
+/// The peer namespace opens tens of thousands of short connections to one server port, and the
+/// client closes first: without TIME-WAIT buckets in B (`tcp_max_tw_buckets=0`) its ports do not
+/// pile up from one target's crr run into the next target's rows (which would make the later
+/// targets pay for the earlier ones, and the idle row crawl through a nearly exhausted range).
+/// Also Linux's widest range below tcpstack's active-open ports (61000+).
 fn prepare_peer(lab: &Lab) -> Result<()> {
     lab.exec_in(
         lab.ns_b(),
@@ -216,6 +219,7 @@ fn prepare_peer(lab: &Lab) -> Result<()> {
             "sysctl",
             "-q",
             "-w",
+            "net.ipv4.tcp_max_tw_buckets=0",
             "net.ipv4.tcp_tw_reuse=1",
             "net.ipv4.ip_local_port_range=1024 60999",
         ],
@@ -248,7 +252,7 @@ fn bulk_rows(
         Err(error) => {
             check_interrupt()?;
             let why = reason(&error);
-            println!("xtask: {label} iperf3 server failed: {why}");
+            step(&format!("{label} iperf3 server failed: {why}"));
             for (row, ..) in RUNS {
                 results.fail(row, target, &why);
             }
@@ -275,17 +279,19 @@ fn bulk_rows(
         let direction = if reverse { "-R" } else { "  " };
         match measured {
             Ok((bulk, used)) => {
-                println!(
-                    "xtask: {label} iperf3 {direction} -P {streams}: {:.2} Gbit/s, server CPU {used:.2} s",
+                step(&format!(
+                    "{label} iperf3 {direction} -P {streams}: {:.2} Gbit/s, server CPU {used:.2} s",
                     bulk.bits_per_second / 1e9
-                );
+                ));
                 results.record(row, target, bulk.bits_per_second / 1e9);
                 cpu += used;
                 bytes += bulk.bytes;
             }
             Err(error) => {
                 let why = reason(&error);
-                println!("xtask: {label} iperf3 {direction} -P {streams}: failed: {why}");
+                step(&format!(
+                    "{label} iperf3 {direction} -P {streams}: failed: {why}"
+                ));
                 results.fail(row, target, &why);
                 if procs::hung(&error) {
                     wedged = Some(format!("skipped: an earlier iperf3 run hung: {why}"));
@@ -341,7 +347,7 @@ fn echo_rows(
         Err(error) => {
             check_interrupt()?;
             let why = reason(&error);
-            println!("xtask: {label} echo server failed: {why}");
+            step(&format!("{label} echo server failed: {why}"));
             fail_all(results, &why);
             return Ok(());
         }
@@ -354,17 +360,17 @@ fn echo_rows(
     check_interrupt()?;
     match &rr {
         Ok(rr) => {
-            println!(
-                "xtask: {label} rr: {:.0} trans/s, p50 {} us, p99 {} us",
+            step(&format!(
+                "{label} rr: {:.0} trans/s, p50 {} us, p99 {} us",
                 rr.transactions_per_sec, rr.p50_us, rr.p99_us
-            );
+            ));
             results.record(report::RR_RATE, target, rr.transactions_per_sec);
             results.record(report::RR_P50, target, rr.p50_us);
             results.record(report::RR_P99, target, rr.p99_us);
         }
         Err(error) => {
             let why = reason(error);
-            println!("xtask: {label} rr: failed: {why}");
+            step(&format!("{label} rr: failed: {why}"));
             for row in RR_ROWS {
                 results.fail(row, target, &why);
             }
@@ -395,10 +401,10 @@ fn echo_rows(
     match crr {
         Ok((crr, p50, p99, used)) => {
             let per_10k = used / crr.connections * 10_000.0;
-            println!(
-                "xtask: {label} crr: {:.0} conn/s, connect p50 {p50} us, p99 {p99} us, server CPU {per_10k:.3} s/10k ({} errors)",
+            step(&format!(
+                "{label} crr: {:.0} conn/s, connect p50 {p50} us, p99 {p99} us, server CPU {per_10k:.3} s/10k ({} errors)",
                 crr.transactions_per_sec, crr.errors
-            );
+            ));
             results.record(report::CRR_RATE, target, crr.transactions_per_sec);
             results.record(report::CONNECT_P50, target, p50);
             results.record(report::CONNECT_P99, target, p99);
@@ -406,7 +412,7 @@ fn echo_rows(
         }
         Err(error) => {
             let why = reason(&error);
-            println!("xtask: {label} crr: failed: {why}");
+            step(&format!("{label} crr: failed: {why}"));
             for row in CRR_ROWS {
                 results.fail(row, target, &why);
             }
@@ -445,17 +451,17 @@ fn idle_row(
     check_interrupt()?;
     match measured {
         Ok((baseline, rss)) => {
-            println!(
-                "xtask: {label} {} idle connections: server RSS {:.1} MB (from {:.1} MB idle)",
+            step(&format!(
+                "{label} {} idle connections: server RSS {:.1} MB (from {:.1} MB idle)",
                 load.idle_connections,
                 rss as f64 / 1e6,
                 baseline as f64 / 1e6
-            );
+            ));
             results.record(report::IDLE_RSS, target, rss as f64 / 1e6);
         }
         Err(error) => {
             let why = reason(&error);
-            println!("xtask: {label} idle connections: failed: {why}");
+            step(&format!("{label} idle connections: failed: {why}"));
             results.fail(report::IDLE_RSS, target, &why);
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -242,8 +242,7 @@ struct EchoConn {
 /// as `xtask bench --kernel-echo-server ADDR:PORT`.
 pub fn kernel_echo_server(addr: SocketAddrV4) -> Result<()> {
     raise_nofile_limit()?;
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    listener.set_nonblocking(true)?;
+    let listener = listen(addr, LISTEN_BACKLOG).with_context(|| format!("listening on {addr}"))?;
     let epoll = Epoll::new()?;
     let listener_fd = listener.as_raw_fd();
     epoll.add(listener_fd, libc::EPOLLIN as u32)?;
@@ -284,6 +283,57 @@ pub fn kernel_echo_server(addr: SocketAddrV4) -> Result<()> {
             }
         }
     }
+}
+
+/// The echo server's accept queue: std's 128 overflows when the server is descheduled for a few
+/// milliseconds while the idle-connections row connects (each overflow costs that client a
+/// one-second SYN retransmission).
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// A non-blocking listener with the given backlog (std offers no choice of backlog).
+fn listen(addr: SocketAddrV4, backlog: libc::c_int) -> io::Result<TcpListener> {
+    // SAFETY: socket has no memory-safety preconditions.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns; the listener closes it.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: the option value is a c_int and the address a sockaddr_in, with their sizes.
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+            && libc::bind(
+                fd,
+                (&sockaddr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) == 0
+            && libc::listen(fd, backlog) == 0
+    };
+    if !ok {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
 }
 
 fn accept_all(listener: &TcpListener, epoll: &Epoll, conns: &mut HashMap<RawFd, EchoConn>) {
