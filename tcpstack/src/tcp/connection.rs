@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::congestion::{CongestionControl, NewReno};
-use super::recv_buffer::RecvBuffer;
+use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::RttEstimator;
 use super::send_buffer::SendBuffer;
 use super::time_wait::{TimeWait, TimeWaitOutcome};
@@ -20,8 +20,6 @@ use crate::wire::{SeqNum, TcpFlags, TcpHeader, TcpOptions};
 const DEFAULT_PEER_MSS: u16 = 536;
 /// Smallest send MSS we accept from a peer (Linux's tcp_min_snd_mss).
 const MIN_SEND_MSS: u32 = 48;
-/// RFC 7323 §2.3: shifts above 14 are treated as 14.
-const MAX_WINDOW_SHIFT: u8 = 14;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 const DUP_ACK_THRESHOLD: u32 = 3;
 /// One-off control segments (challenge ACKs, probes, RSTs) queued at most; more are dropped, which
@@ -1236,7 +1234,7 @@ impl Connection {
             current_edge
         };
         let window = edge - self.rcv_nxt;
-        // Round up so the scaled window never shrinks; the buffer still cuts anything beyond it.
+        // Round up so the scaled window never shrinks; the buffer's slack holds the rest.
         let field = window
             .div_ceil(1 << self.rcv_shift)
             .min(u32::from(u16::MAX));
@@ -1298,13 +1296,7 @@ impl Connection {
 
     /// The smallest shift that lets the 16-bit field cover the whole receive buffer.
     fn rcv_shift_for_buffer(&self) -> u8 {
-        let mut shift = 0u8;
-        while shift < MAX_WINDOW_SHIFT
-            && (self.recv_buf.capacity() >> shift) > usize::from(u16::MAX)
-        {
-            shift += 1;
-        }
-        shift
+        recv_buffer::window_shift_for(self.recv_buf.capacity())
     }
 
     fn update_send_window(&mut self, window: u32, seq: SeqNum, ack: SeqNum) {
@@ -1397,7 +1389,8 @@ impl Connection {
         assert!(self.snd_una <= self.tx_next, "SND.UNA <= tx_next");
         assert!(self.tx_next <= self.snd_nxt, "tx_next <= SND.NXT");
         assert!(self.send_buf.len() <= self.config.send_buffer);
-        assert!(self.recv_buf.readable() <= self.recv_buf.capacity());
+        let slack = (1usize << self.rcv_shift) - 1;
+        assert!(self.recv_buf.readable() <= self.recv_buf.capacity() + slack);
         assert!(self.recv_buf.capacity() <= self.config.recv_buffer.max(1));
         assert!(self.control.len() <= MAX_CONTROL_QUEUE);
         assert!(self.events.len() <= 7, "events are deduplicated");

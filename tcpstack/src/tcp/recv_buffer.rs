@@ -7,9 +7,26 @@
 /// Most out-of-order ranges remembered at once (smoltcp uses 4; Linux has no fixed limit).
 pub(crate) const MAX_RANGES: usize = 32;
 
+/// The largest window shift RFC 7323 §2.3 allows.
+pub(crate) const MAX_WINDOW_SHIFT: u8 = 14;
+
+/// The smallest window-scale shift that lets a 16-bit window field offer all of `capacity`.
+pub(crate) fn window_shift_for(capacity: usize) -> u8 {
+    let mut shift = 0u8;
+    while shift < MAX_WINDOW_SHIFT && (capacity >> shift) > usize::from(u16::MAX) {
+        shift += 1;
+    }
+    shift
+}
+
 #[derive(Debug)]
 pub(crate) struct RecvBuffer {
+    /// `capacity` bytes plus 2^shift − 1 of slack: a scaled window field counts in units of
+    /// 2^shift, and since an offered window never shrinks (RFC 9293 §3.8.6.2.2) it is rounded up,
+    /// so the ring must hold data up to the rounded-up edge rather than drop it.
     ring: Box<[u8]>,
+    /// The size the window offers; the slack beyond it is never offered on its own.
+    capacity: usize,
     /// Index of the first readable byte.
     read: usize,
     /// In-order bytes ready for the application.
@@ -20,8 +37,11 @@ pub(crate) struct RecvBuffer {
 
 impl RecvBuffer {
     pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let slack = (1usize << window_shift_for(capacity)) - 1;
         RecvBuffer {
-            ring: vec![0u8; capacity.max(1)].into_boxed_slice(),
+            ring: vec![0u8; capacity + slack].into_boxed_slice(),
+            capacity,
             read: 0,
             readable: 0,
             ranges: Vec::with_capacity(MAX_RANGES),
@@ -29,7 +49,7 @@ impl RecvBuffer {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.ring.len()
+        self.capacity
     }
 
     pub(crate) fn readable(&self) -> usize {
@@ -38,7 +58,7 @@ impl RecvBuffer {
 
     /// Room after the next expected byte: the most the window may offer.
     pub(crate) fn window(&self) -> usize {
-        self.capacity() - self.readable
+        self.capacity.saturating_sub(self.readable)
     }
 
     pub(crate) fn has_out_of_order(&self) -> bool {
@@ -48,7 +68,7 @@ impl RecvBuffer {
     /// Stores `data`, whose first byte is `offset` bytes after the next expected one. Returns how
     /// many bytes became readable in order (0 for out-of-order data).
     pub(crate) fn write(&mut self, offset: usize, data: &[u8]) -> usize {
-        let room = self.window();
+        let room = self.ring.len() - self.readable;
         if offset >= room || data.is_empty() {
             return 0;
         }
@@ -79,7 +99,7 @@ impl RecvBuffer {
     /// Copies readable data into `buf`; returns how much.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.readable);
-        let cap = self.capacity();
+        let cap = self.ring.len();
         let first = n.min(cap - self.read);
         buf[..first].copy_from_slice(&self.ring[self.read..self.read + first]);
         buf[first..n].copy_from_slice(&self.ring[..n - first]);
@@ -89,7 +109,7 @@ impl RecvBuffer {
     }
 
     fn copy_in(&mut self, offset: usize, data: &[u8]) {
-        let cap = self.capacity();
+        let cap = self.ring.len();
         let at = (self.read + offset) % cap;
         let first = data.len().min(cap - at);
         self.ring[at..at + first].copy_from_slice(&data[..first]);

@@ -333,3 +333,50 @@ fn full_sized_means_the_peers_segment_size_for_delayed_ack() {
     h.send_data(&seg(A, IRS + 1201, ISS + 1), &data[1200..]);
     h.expect(A, ISS + 1, IRS + 2401);
 }
+
+/// A Linux sender fills a scaled window to its exact right edge. When the free space is no
+/// multiple of 2^shift the window field is rounded up (an offered window never shrinks, RFC 9293
+/// §3.8.6.2.2), and the bytes up to that rounded edge must be kept, not cut off: a cut tail cost
+/// every buffer-full a 200 ms retransmission timeout.
+#[test]
+fn data_up_to_a_rounded_up_scaled_window_edge_is_kept() {
+    const SHIFT: u32 = 3;
+    let mut h = Harness::established();
+    let mut next_seq = IRS.wrapping_add(1);
+    let mut right_edge = next_seq.wrapping_add(u32::from(SCALED_WINDOW) << SHIFT);
+    let mut unread = 0u32;
+    for round in 0..8u32 {
+        let mut last_ack = None;
+        while next_seq != right_edge {
+            let len = right_edge.wrapping_sub(next_seq).min(1448);
+            h.send_data(&seg(A, next_seq, ISS + 1), &payload(len as usize));
+            next_seq = next_seq.wrapping_add(len);
+            unread += len;
+            while let Some(s) = h.recv() {
+                last_ack = Some(s.header);
+            }
+        }
+        h.advance(ms(40));
+        while let Some(s) = h.recv() {
+            last_ack = Some(s.header);
+        }
+        let ack = last_ack.expect("the data is acknowledged");
+        assert_eq!(
+            ack.ack.0, next_seq,
+            "round {round}: bytes inside the window were dropped"
+        );
+        // The application reads so much that the free space becomes odd, no multiple of 2^SHIFT.
+        let keep_unread = 131_067 - 2 * round;
+        let mut buf = vec![0u8; (unread - keep_unread) as usize];
+        assert_eq!(h.conn.recv(&mut buf), Ok(buf.len()));
+        unread -= buf.len() as u32;
+        let update = h.recv().expect("a window update");
+        assert_eq!(update.header.ack.0, next_seq);
+        right_edge = next_seq.wrapping_add(u32::from(update.header.window) << SHIFT);
+        let free_space = (Config::default().recv_buffer as u32).saturating_sub(unread);
+        assert!(
+            right_edge.wrapping_sub(next_seq) > free_space,
+            "round {round}: a window rounded up past the free space is what this test is about"
+        );
+    }
+}
