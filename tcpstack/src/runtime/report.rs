@@ -29,3 +29,54 @@ impl Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::apps::StreamInfo;
+    use crate::io::memory::{link, LinkConfig};
+    use crate::runtime::{Stack, TcpListener, TcpStream};
+
+    /// What iperf3 reports as our retransmits is the connection's own count, the same the
+    /// endpoint sums up.
+    #[tokio::test]
+    async fn a_stream_reports_its_retransmits() {
+        let (a, b) = link(LinkConfig {
+            loss: 0.05,
+            delay: Duration::from_millis(1),
+            seed: 7,
+        });
+        let server = Stack::builder()
+            .backend(a)
+            .address([198, 18, 0, 1].into())
+            .seed(1)
+            .build()
+            .expect("server stack");
+        let client = Stack::builder()
+            .backend(b)
+            .address([198, 18, 0, 2].into())
+            .seed(2)
+            .build()
+            .expect("client stack");
+        let addr = "198.18.0.1:9".parse().expect("address");
+        let listener = TcpListener::bind(&server, addr).expect("binds");
+        let sink = tokio::spawn(async move {
+            let (mut accepted, _) = listener.accept().await.expect("accepts");
+            let mut all = Vec::new();
+            accepted.read_to_end(&mut all).await.expect("reads");
+            all.len()
+        });
+        let mut stream = TcpStream::connect(&client, addr).await.expect("connects");
+        let data = vec![7u8; 256 << 10];
+        stream.write_all(&data).await.expect("writes");
+        stream.shutdown().await.expect("closes");
+        assert_eq!(sink.await.expect("sink task"), data.len());
+
+        let retransmits = StreamInfo::retransmits(&stream).expect("a live connection has stats");
+        assert!(retransmits > 0, "5% loss and no retransmission");
+        assert_eq!(client.report().endpoint.retransmits, retransmits);
+    }
+}
