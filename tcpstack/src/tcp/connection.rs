@@ -481,9 +481,12 @@ impl Connection {
         // First, the sequence number: the four acceptability cases.
         let seg_len = segment_len(header, payload.len());
         let rcv_wnd = self.receive_window();
+        // One leniency, as Linux's tcp_sequence: a segment without text exactly at the right
+        // edge is accepted. A peer that filled our window has its SND.NXT there, and its ACKs
+        // must not be ignored.
         let acceptable = match (seg_len, rcv_wnd) {
             (0, 0) => seq == self.rcv_nxt,
-            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd),
+            (0, _) => seq.in_range_inclusive(self.rcv_nxt, self.rcv_nxt + rcv_wnd),
             (_, 0) => false,
             (_, _) => {
                 seq.in_range(self.rcv_nxt, self.rcv_nxt + rcv_wnd)

@@ -380,3 +380,25 @@ fn data_up_to_a_rounded_up_scaled_window_edge_is_kept() {
         );
     }
 }
+
+#[test]
+fn an_ack_exactly_at_the_right_edge_of_our_window_is_processed() {
+    // A Linux peer that filled our window sits with SND.NXT at its right edge; its ACKs carry
+    // that sequence number and must still acknowledge our data (found against Linux: ignoring
+    // them stalled an echo server for minutes).
+    let config = Config {
+        recv_buffer: 2000,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    h.conn.set_nodelay(true);
+    h.conn.send(b"abc").expect("room");
+    h.expect(P | A, ISS + 1, IRS + 1);
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &payload(1500));
+    h.advance(ms(40));
+    h.expect_exact(A, ISS + 4, IRS + 1501, 500, b"");
+    // The edge is IRS + 2001: a bare ACK there (its text was lost or not yet arrived).
+    h.send(&seg(A, IRS + 2001, ISS + 4));
+    assert_eq!(h.conn.poll_timeout(), None, "our data is acknowledged");
+    h.expect_nothing();
+}
