@@ -492,9 +492,10 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
         "`cargo xtask bench` (as root) builds the release binary, creates two namespaces joined by \
          a veth pair, and runs the same load against the kernel's TCP and against `tcpstack serve` \
          (xdp and raw backends) in namespace A, in alternation over several rounds, from stock \
-         clients in namespace B: `iperf3 -c -J` for bulk throughput, `tcpstack bench --mode rr|crr` \
-         for request/response and connection rates (a small epoll echo server on the kernel's TCP \
-         is the kernel side), /proc for the server's CPU time and memory. It prints the medians \
+         clients in namespace B: `iperf3 -c -J` for bulk throughput, `tcpstack bench --backend \
+         kernel --mode rr|crr` (the kernel's TCP as the client) for request/response and \
+         connection rates (a small epoll echo server on the kernel's TCP is the kernel side), \
+         /proc for the server's CPU time and memory. It prints the medians \
          and writes `target/bench/report.json` and `target/bench/report.svg`. \
          The full run (5 rounds of 10 s tests) takes about 20 minutes, `cargo xtask bench \
          --quick` (2 rounds of 2 s tests) under three; `--rounds N` and `--no-build` adjust it.\n"
@@ -545,7 +546,9 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
         "\nCaveats: both sides share the same {} cores with the clients; CPU time is the server \
          process's utime+stime, which for the kernel leaves out the softirq work done in other \
          contexts (so the kernel's CPU rows flatter it); the kernel's memory row leaves out socket \
-         buffers, which live in kernel memory, while tcpstack's RSS includes its UMEM and buffers.",
+         buffers, which live in kernel memory, while tcpstack's RSS includes its UMEM and buffers; \
+         the kernel's echo server is xtask's own (a debug build), which if anything handicaps the \
+         kernel.",
         m.cpus
     );
     md
