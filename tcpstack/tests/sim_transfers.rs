@@ -2,7 +2,7 @@
 //! byte exactly once and in order (SHA-256 of both streams), finish with both endpoints empty
 //! (TIME-WAIT over, no timer armed, no connection left) and never panic.
 //!
-//! A failing seed prints itself; replay it with
+//! `SIM_SEEDS=<n>` runs more seeds. A failing seed prints itself; replay it with
 //! `SIM_SEED=<seed> cargo test -p tcpstack --test sim_transfers replay -- --nocapture`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -109,8 +109,17 @@ fn run_config(seed: u64, config: &TransferConfig) -> Result<TransferReport, Stri
     }
 }
 
+/// `SIM_SEEDS=<n>` runs seeds 0..n instead, for a longer soak.
+fn seed_count() -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEEDS)
+}
+
 fn run_shard(shard: u64) {
-    let failures: Vec<String> = (0..SEEDS)
+    let seeds = seed_count();
+    let failures: Vec<String> = (0..seeds)
         .filter(|seed| seed % SHARDS == shard)
         .filter_map(|seed| run_seed(seed).err())
         .collect();
@@ -118,7 +127,7 @@ fn run_shard(shard: u64) {
         failures.is_empty(),
         "{} of {} seeds failed:\n{}",
         failures.len(),
-        SEEDS / SHARDS,
+        seeds / SHARDS,
         failures.join("\n")
     );
 }
@@ -254,4 +263,17 @@ fn a_transfer_through_a_syn_cookie() {
     assert_eq!(report.server.syn_cookies_sent, 1);
     assert_eq!(report.server.syn_cookies_accepted, 1);
     assert_eq!(report.server.connections_established, 1);
+}
+
+/// Seeds beyond the default range that once failed, kept as regressions.
+fn run_regressions(seeds: &[u64]) {
+    let failures: Vec<String> = seeds.iter().filter_map(|&s| run_seed(s).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Our FIN queued behind data that a small window holds back, then the peer's FIN: CLOSING
+/// must keep the persist timer, or a lost window update stalls the connection for good.
+#[test]
+fn regression_closing_with_data_held_back_by_the_window() {
+    run_regressions(&[1869, 1961, 2751]);
 }

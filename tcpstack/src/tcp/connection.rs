@@ -1083,7 +1083,11 @@ impl Connection {
         let data_end = self.send_buf_seq + self.send_buf.len();
         let blocked = matches!(
             self.state,
-            State::Established | State::CloseWait | State::FinWait1 | State::LastAck
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
         ) && self.snd_nxt == self.snd_una
             && self.tx_next < data_end
             && self.next_data_end().is_none();
