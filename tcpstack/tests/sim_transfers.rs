@@ -277,3 +277,10 @@ fn run_regressions(seeds: &[u64]) {
 fn regression_closing_with_data_held_back_by_the_window() {
     run_regressions(&[1869, 1961, 2751]);
 }
+
+/// A passive closer whose application had not read everything when the last ACK arrived:
+/// the endpoint must not free the connection with data still unread.
+#[test]
+fn regression_closed_connections_keep_their_unread_data() {
+    run_regressions(&[706, 869, 2147]);
+}

@@ -627,9 +627,12 @@ impl Endpoint {
         }
         slot.trace.follow(&slot.conn);
         let state = slot.conn.state();
-        if closed || state == State::Closed {
+        // A connection that closed gracefully keeps its unread data for the user; one that
+        // failed (RST, timeout) has nothing left to give.
+        let drained = slot.conn.recv_available() == 0 || slot.conn.error().is_some();
+        if (closed || state == State::Closed) && drained {
             self.free(handle, None);
-        } else if state == State::TimeWait && slot.conn.recv_available() == 0 {
+        } else if state == State::TimeWait && drained {
             let record = slot.conn.time_wait();
             self.free(handle, record);
         } else {

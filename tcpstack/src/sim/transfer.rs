@@ -149,6 +149,19 @@ impl App {
         }
     }
 
+    /// The connection's state and counters, for failure messages.
+    fn describe(&self, endpoint: &Endpoint) -> String {
+        match self.handle.and_then(|h| endpoint.connection(h)) {
+            Some(conn) => format!(
+                "[{:?}, {} readable, {:?}]",
+                conn.state(),
+                conn.recv_available(),
+                conn.stats()
+            ),
+            None => "[no connection]".into(),
+        }
+    }
+
     fn done(&self) -> bool {
         self.closed && self.eof && self.write_closed
     }
@@ -385,18 +398,20 @@ pub fn run_transfer(config: &TransferConfig) -> Result<TransferReport, TransferE
             return Err(stalled(
                 &net,
                 format!(
-                    "nothing scheduled; client sent {}/{} received {} eof {} closed {}; \
-                     server sent {}/{} received {} eof {} closed {}",
+                    "nothing scheduled; client sent {}/{} received {} eof {} closed {} {}; \
+                     server sent {}/{} received {} eof {} closed {} {}",
                     client.sent,
                     client.to_send,
                     client.received,
                     client.eof,
                     client.closed,
+                    client.describe(&net.client),
                     server.sent,
                     server.to_send,
                     server.received,
                     server.eof,
-                    server.closed
+                    server.closed,
+                    server.describe(&net.server),
                 ),
             ));
         }
