@@ -1,0 +1,284 @@
+//! The user-facing tools (issue 4): `serve --pcap --stats-json --stats-interval` under stock
+//! iperf3 and curl clients, `tcpstack fetch` against a kernel `python3 -m http.server`, and
+//! `tcpstack bench` (our stack as the client) against a kernel echo server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use tcpstack_integration::*;
+
+backend_tests!(
+    echo_capture_reads_back_and_stats_count_every_handshake,
+    iperf3_with_stats_json,
+    curl_with_stats_json,
+    fetch_from_a_kernel_http_server,
+    bench_rr_against_a_kernel_echo_server,
+);
+
+const HTTP_PORT: u16 = 8080;
+const IPERF3_PORT: u16 = 5201;
+
+/// `tcpdump -n -S -r FILE`; a missing tcpdump fails the test.
+fn tcpdump_read(file: &Path) -> Result<String> {
+    let mut cmd = std::process::Command::new("tcpdump");
+    cmd.args(["-n", "-S", "-r"]).arg(file);
+    run(&mut cmd).context("tcpdump is required to read the capture back")
+}
+
+/// `tshark -n -r FILE`; a missing tshark fails the test.
+fn tshark_read(file: &Path) -> Result<String> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(file);
+    run(&mut cmd).context("tshark is required to read the capture back")
+}
+
+fn read_json(file: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}: {text}", file.display()))
+}
+
+fn number(json: &Value, pointer: &str) -> Result<u64> {
+    json.pointer(pointer)
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no {pointer} in {json}"))
+}
+
+/// Ensures the capture shows a client SYN to `server`, its SYN-ACK and the final ACK.
+fn ensure_handshake_in(capture: &str, client: &str, server: &str) -> Result<()> {
+    let syn = format!("> {server}: Flags [S],");
+    let syn_ack = format!("IP {server} > ");
+    ensure!(
+        capture
+            .lines()
+            .any(|l| l.contains(&format!("IP {client}.")) && l.contains(&syn)),
+        "no SYN from {client} to {server}:\n{capture}"
+    );
+    ensure!(
+        capture
+            .lines()
+            .any(|l| l.contains(&syn_ack) && l.contains("Flags [S.]")),
+        "no SYN-ACK from {server}:\n{capture}"
+    );
+    ensure!(
+        capture
+            .lines()
+            .any(|l| l.contains(&format!("> {server}: Flags [.]"))),
+        "no ACK to {server}:\n{capture}"
+    );
+    Ok(())
+}
+
+fn echo_capture_reads_back_and_stats_count_every_handshake(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let pcap = lab.dir.join("serve.pcap");
+    let json = lab.dir.join("stats.json");
+    let server = lab.serve(
+        backend,
+        ECHO_PORT,
+        &[
+            "--app",
+            "echo",
+            "--pcap",
+            &pcap.to_string_lossy(),
+            "--stats-json",
+            &json.to_string_lossy(),
+            "--stats-interval",
+            "1",
+        ],
+    )?;
+    const CONNECTIONS: u64 = 3;
+    for i in 0..CONNECTIONS {
+        let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
+        let data = pattern(1000, i);
+        let echoed = exchange(&stream, &data, true, usize::MAX)?;
+        ensure!(echoed == data, "echo {i} differs");
+    }
+    // The interval writes the file while serving, too.
+    ensure!(
+        wait_until(Duration::from_secs(5), || Ok(read_json(&json)
+            .and_then(|j| number(&j, "/handshake/passive/count"))
+            .is_ok_and(|n| n == CONNECTIONS)))?,
+        "no interval statistics with {CONNECTIONS} handshakes in {}",
+        json.display()
+    );
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        stderr.contains(&format!(
+            "handshakes (SYN received → ESTABLISHED): count {CONNECTIONS} "
+        )),
+        "no handshake line in serve's stderr:\n{stderr}"
+    );
+
+    let stats = read_json(&json)?;
+    ensure!(number(&stats, "/handshake/passive/count")? == CONNECTIONS);
+    ensure!(number(&stats, "/runtime/accepted")? == CONNECTIONS);
+    ensure!(number(&stats, "/endpoint/connections_established")? == CONNECTIONS);
+    ensure!(number(&stats, "/handshake/passive/max_us")? > 0);
+
+    let capture = tcpdump_read(&pcap)?;
+    let server_addr = format!("{}.{ECHO_PORT}", lab.addr_a());
+    ensure_handshake_in(&capture, &lab.addr_b().to_string(), &server_addr)?;
+    let syns = capture
+        .lines()
+        .filter(|l| l.contains(&format!("> {server_addr}: Flags [S],")))
+        .count();
+    ensure!(syns == CONNECTIONS as usize, "{syns} SYNs:\n{capture}");
+    let tshark = tshark_read(&pcap)?;
+    ensure!(
+        tshark.lines().count() == capture.lines().count(),
+        "tshark and tcpdump disagree:\n{tshark}\n{capture}"
+    );
+    Ok(())
+}
+
+fn iperf3_with_stats_json(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let json = lab.dir.join("stats.json");
+    let server = lab.serve(
+        backend,
+        IPERF3_PORT,
+        &["--app", "iperf3", "--stats-json", &json.to_string_lossy()],
+    )?;
+    let addr = lab.addr_a().to_string();
+    let port = IPERF3_PORT.to_string();
+    let report = lab.exec_in(
+        lab.ns_b(),
+        &["iperf3", "-c", &addr, "-p", &port, "-t", "2", "-J"],
+    )?;
+    let report: Value = serde_json::from_str(&report).context("iperf3 -J output")?;
+    let bytes = report
+        .pointer("/end/sum_received/bytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    ensure!(bytes > 0, "iperf3 moved no bytes: {report}");
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    let stats = read_json(&json)?;
+    // The control connection and one data stream.
+    ensure!(number(&stats, "/handshake/passive/count")? == 2, "{stats}");
+    ensure!(number(&stats, "/runtime/accepted")? == 2, "{stats}");
+    Ok(())
+}
+
+fn curl_with_stats_json(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let json = lab.dir.join("stats.json");
+    let server = lab.serve(
+        backend,
+        HTTP_PORT,
+        &["--app", "http", "--stats-json", &json.to_string_lossy()],
+    )?;
+    let url = format!("http://{}:{HTTP_PORT}/bytes/100000", lab.addr_a());
+    let size = lab.exec_in(
+        lab.ns_b(),
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url,
+        ],
+    )?;
+    ensure!(size.trim() == "100000", "curl got {size} bytes");
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    let stats = read_json(&json)?;
+    ensure!(number(&stats, "/handshake/passive/count")? == 1, "{stats}");
+    Ok(())
+}
+
+fn fetch_from_a_kernel_http_server(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    let page: String = (0..5000)
+        .map(|i| format!("line {i} of the page\n"))
+        .collect();
+    std::fs::write(www.join("page.txt"), &page)?;
+    let addr_b = lab.addr_b().to_string();
+    let port = HTTP_PORT.to_string();
+    let mut http = lab.spawn_in(
+        lab.ns_b(),
+        &[
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            &port,
+            "--bind",
+            &addr_b,
+            "--directory",
+            &www.to_string_lossy(),
+        ],
+    )?;
+    http.wait_for_stdout("Serving HTTP", Duration::from_secs(10))?;
+
+    let pcap = lab.dir.join("fetch.pcap");
+    let url = format!("http://{addr_b}:{HTTP_PORT}/page.txt");
+    let mut cmd = lab.tcpstack(&[
+        "fetch",
+        &url,
+        "--iface",
+        &lab.spec.if_a,
+        "--backend",
+        backend.as_str(),
+        "--pcap",
+        &pcap.to_string_lossy(),
+    ]);
+    let body = run(&mut cmd)?;
+    ensure!(
+        body == page,
+        "fetched {} bytes, the page has {}",
+        body.len(),
+        page.len()
+    );
+    let capture = tcpdump_read(&pcap)?;
+    ensure_handshake_in(
+        &capture,
+        &lab.addr_a().to_string(),
+        &format!("{addr_b}.{HTTP_PORT}"),
+    )
+}
+
+fn bench_rr_against_a_kernel_echo_server(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let _echo = EchoServer::start(lab.peer_listen(ECHO_PORT)?)?;
+    let target = format!("{}:{ECHO_PORT}", lab.addr_b());
+    let report_file = lab.dir.join("bench.json");
+    for mode in ["rr", "crr"] {
+        let mut cmd = lab.tcpstack(&[
+            "bench",
+            "--connect",
+            &target,
+            "--mode",
+            mode,
+            "--conns",
+            "2",
+            "--duration",
+            "1",
+            "--iface",
+            &lab.spec.if_a,
+            "--backend",
+            backend.as_str(),
+            "--json",
+            &report_file.to_string_lossy(),
+        ]);
+        run(&mut cmd)?;
+        let report = read_json(&report_file)?;
+        ensure!(number(&report, "/transactions")? > 0, "{report}");
+        ensure!(number(&report, "/errors")? == 0, "{report}");
+        ensure!(number(&report, "/latency/count")? > 0, "{report}");
+        if mode == "crr" {
+            ensure!(number(&report, "/connect_latency/count")? > 0, "{report}");
+        }
+    }
+    Ok(())
+}
