@@ -215,7 +215,7 @@ impl Stack {
                     .keys()
                     .filter(|h| {
                         endpoint
-                            .connection_mut(**h)
+                            .connection(**h)
                             .is_some_and(|c| !is_finished(c.state()))
                     })
                     .count()
@@ -517,7 +517,7 @@ impl State {
             ..
         } = self;
         released.retain(|handle| {
-            let alive = endpoint.connection_mut(*handle).is_some()
+            let alive = endpoint.connection(*handle).is_some()
                 && conns.get(handle).is_some_and(|slot| !slot.closed);
             if !alive {
                 conns.remove(handle);
