@@ -23,8 +23,10 @@ pub(crate) fn window_shift_for(capacity: usize) -> u8 {
 pub(crate) struct RecvBuffer {
     /// `capacity` bytes plus 2^shift − 1 of slack: a scaled window field counts in units of
     /// 2^shift, and since an offered window never shrinks (RFC 9293 §3.8.6.2.2) it is rounded up,
-    /// so the ring must hold data up to the rounded-up edge rather than drop it.
+    /// so the ring must hold data up to the rounded-up edge rather than drop it. Allocated with the
+    /// first byte of data, so idle connections cost no buffer memory.
     ring: Box<[u8]>,
+    slack: usize,
     /// The size the window offers; the slack beyond it is never offered on its own.
     capacity: usize,
     /// Index of the first readable byte.
@@ -40,7 +42,8 @@ impl RecvBuffer {
         let capacity = capacity.max(1);
         let slack = (1usize << window_shift_for(capacity)) - 1;
         RecvBuffer {
-            ring: vec![0u8; capacity + slack].into_boxed_slice(),
+            ring: Box::default(),
+            slack,
             capacity,
             read: 0,
             readable: 0,
@@ -68,9 +71,12 @@ impl RecvBuffer {
     /// Stores `data`, whose first byte is `offset` bytes after the next expected one. Returns how
     /// many bytes became readable in order (0 for out-of-order data).
     pub(crate) fn write(&mut self, offset: usize, data: &[u8]) -> usize {
-        let room = self.ring.len() - self.readable;
+        let room = self.capacity + self.slack - self.readable;
         if offset >= room || data.is_empty() {
             return 0;
+        }
+        if self.ring.is_empty() {
+            self.ring = vec![0u8; self.capacity + self.slack].into_boxed_slice();
         }
         let len = data.len().min(room - offset);
         self.copy_in(self.readable + offset, &data[..len]);
@@ -99,6 +105,9 @@ impl RecvBuffer {
     /// Copies readable data into `buf`; returns how much.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.readable);
+        if n == 0 {
+            return 0;
+        }
         let cap = self.ring.len();
         let first = n.min(cap - self.read);
         buf[..first].copy_from_slice(&self.ring[self.read..self.read + first]);
@@ -178,6 +187,18 @@ mod tests {
         assert_eq!(&out, b"01234");
         assert_eq!(buf.write(0, b"abcdef"), 5);
         assert_eq!(read_all(&mut buf), b"567abcde");
+    }
+
+    #[test]
+    fn memory_is_taken_with_the_first_byte_of_data() {
+        let mut buf = RecvBuffer::new(256 * 1024);
+        assert_eq!(buf.ring.len(), 0);
+        assert_eq!(buf.read(&mut [0u8; 16]), 0);
+        assert_eq!(buf.write(0, b""), 0);
+        assert_eq!(buf.ring.len(), 0);
+        assert_eq!(buf.window(), 256 * 1024);
+        assert_eq!(buf.write(5, b"x"), 0);
+        assert_eq!(buf.ring.len(), 256 * 1024 + 7);
     }
 
     #[test]
