@@ -12,7 +12,9 @@ use tcpstack_integration::*;
 backend_tests!(
     echo_capture_reads_back_and_stats_count_every_handshake,
     iperf3_with_stats_json,
+    stock_iperf3_modes,
     curl_with_stats_json,
+    curl_fetches_ten_megabytes_intact,
     fetch_from_a_kernel_http_server,
     bench_rr_against_a_kernel_echo_server,
 );
@@ -162,6 +164,58 @@ fn iperf3_with_stats_json(backend: Backend) -> Result<()> {
     // The control connection and one data stream.
     ensure!(number(&stats, "/handshake/passive/count")? == 2, "{stats}");
     ensure!(number(&stats, "/runtime/accepted")? == 2, "{stats}");
+    Ok(())
+}
+
+/// Issue 4's modes of an unmodified `iperf3 -c`, one after the other against one server (which
+/// must go back to accepting after each test): exit status 0 and bytes in the `-J` report.
+fn stock_iperf3_modes(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let server = lab.serve(backend, IPERF3_PORT, &["--app", "iperf3"])?;
+    let addr = lab.addr_a().to_string();
+    let port = IPERF3_PORT.to_string();
+    for mode in [&[][..], &["-P", "4"], &["-R"], &["--bidir"]] {
+        let mut args = vec!["iperf3", "-c", &addr, "-p", &port, "-t", "3", "-J"];
+        args.extend_from_slice(mode);
+        let report = lab
+            .exec_in(lab.ns_b(), &args)
+            .with_context(|| format!("iperf3 {mode:?}"))?;
+        let report: Value =
+            serde_json::from_str(&report).with_context(|| format!("iperf3 {mode:?} -J output"))?;
+        let received = number(&report, "/end/sum_received/bytes")?;
+        let sent = number(&report, "/end/sum_sent/bytes")?;
+        ensure!(
+            received > 0 && sent > 0,
+            "iperf3 {mode:?} moved no bytes: {report}"
+        );
+        if mode == ["--bidir"] {
+            let reverse = number(&report, "/end/sum_received_bidir_reverse/bytes")?;
+            ensure!(reverse > 0, "iperf3 --bidir moved nothing back: {report}");
+        }
+    }
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    Ok(())
+}
+
+/// curl downloads `/bytes/10000000` and its SHA-256 is the pattern's.
+fn curl_fetches_ten_megabytes_intact(backend: Backend) -> Result<()> {
+    const LEN: u64 = 10_000_000;
+    let lab = Lab::new()?;
+    let server = lab.serve(backend, HTTP_PORT, &["--app", "http"])?;
+    let url = format!("http://{}:{HTTP_PORT}/bytes/{LEN}", lab.addr_a());
+    let script = format!("curl -sS --fail '{url}' | sha256sum");
+    let digest = lab.exec_in(lab.ns_b(), &["sh", "-c", &script])?;
+    let expected = tcpstack::apps::http::pattern_sha256(LEN)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    ensure!(
+        digest.split_whitespace().next() == Some(expected.as_str()),
+        "curl's body has digest {digest}, the pattern {expected}"
+    );
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
     Ok(())
 }
 
