@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::congestion::{CongestionControl, NewReno};
+use super::congestion::CongestionControl;
 use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::RttEstimator;
 use super::send_buffer::SendBuffer;
@@ -79,6 +79,8 @@ pub struct Connection {
     snd_shift: u8,
     /// Both SYNs carry window scale (RFC 7323 §2.2), as far as we know yet.
     window_scaling: bool,
+    /// Both SYNs carry SACK-permitted (RFC 2018 §2), as far as we know yet.
+    sack_permitted: bool,
     send_mss: u32,
     send_buf: SendBuffer,
     /// Sequence number of the first byte in `send_buf`.
@@ -160,6 +162,7 @@ impl Connection {
             max_snd_wnd: 0,
             snd_shift: 0,
             window_scaling: false,
+            sack_permitted: false,
             send_mss,
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,
@@ -189,7 +192,7 @@ impl Connection {
             last_data_sent: None,
             keepalive_probes: 0,
             last_keepalive_probe: now,
-            cc: Box::new(NewReno::new(send_mss)),
+            cc: config.congestion.build(send_mss),
             dup_acks: 0,
             in_recovery: false,
             recover: iss,
@@ -1223,6 +1226,8 @@ impl Connection {
             if offer_scale {
                 options.window_scale = Some(self.rcv_shift_for_buffer());
             }
+            options.sack_permitted =
+                self.config.sack && (self.state == State::SynSent || self.sack_permitted);
         }
         options
     }
@@ -1298,6 +1303,7 @@ impl Connection {
                 self.rcv_shift = 0;
             }
         }
+        self.sack_permitted = self.config.sack && syn.options.sack_permitted;
         self.rcv_adv = self.rcv_nxt + self.recv_buf.window().min(usize::from(u16::MAX));
     }
 

@@ -142,6 +142,31 @@ pub struct Config {
     pub keepalive: Option<KeepaliveConfig>,
     pub user_timeout: Option<Duration>,
     pub window_scaling: bool,
+    /// Offer and use selective acknowledgements (RFC 2018), like Linux's tcp_sack.
+    pub sack: bool,
+    /// Offer and use timestamps (RFC 7323), like Linux's tcp_timestamps.
+    pub timestamps: bool,
+    /// The congestion control algorithm of new connections (Linux's tcp_congestion_control).
+    pub congestion: CongestionAlgorithm,
+}
+
+/// The congestion control algorithms a connection can run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CongestionAlgorithm {
+    /// RFC 5681 with RFC 6582's fast recovery.
+    #[default]
+    NewReno,
+    /// RFC 9438 with HyStart++ (RFC 9406).
+    Cubic,
+}
+
+impl CongestionAlgorithm {
+    pub(crate) fn build(self, mss: u32) -> Box<dyn congestion::CongestionControl> {
+        match self {
+            CongestionAlgorithm::NewReno => Box::new(congestion::NewReno::new(mss)),
+            CongestionAlgorithm::Cubic => Box::new(congestion::Cubic::new(mss)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -162,6 +187,9 @@ impl Default for Config {
             keepalive: None,
             user_timeout: None,
             window_scaling: true,
+            sack: true,
+            timestamps: true,
+            congestion: CongestionAlgorithm::default(),
         }
     }
 }

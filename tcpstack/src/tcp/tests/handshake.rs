@@ -15,7 +15,11 @@ fn active_open_sends_syn_with_options_and_acks_the_syn_ack() {
     let mut h = Harness::client(Config::default(), ISS);
     assert_eq!(h.conn.state(), State::SynSent);
     let syn = h.expect_exact(S, ISS, 0, SYN_WINDOW, b"");
-    assert_eq!(syn.header.options, syn_options(1460, Some(3)));
+    let offered = TcpOptions {
+        sack_permitted: true,
+        ..syn_options(1460, Some(3))
+    };
+    assert_eq!(syn.header.options, offered);
     h.expect_nothing();
     let mut synack = seg(S | A, IRS, ISS + 1);
     synack.options = syn_options(1400, Some(7));
@@ -26,6 +30,33 @@ fn active_open_sends_syn_with_options_and_acks_the_syn_ack() {
     assert_eq!(h.conn.mss(), 1400);
     assert_eq!(h.drain_events(), vec![Event::Connected, Event::Writable]);
     assert_eq!(h.conn.poll_timeout(), None, "nothing in flight, no timer");
+}
+
+#[test]
+fn sack_permitted_is_echoed_only_when_the_syn_offered_it() {
+    let mut offering = client_syn();
+    offering.options.sack_permitted = true;
+    let mut h = Harness::server(Config::default(), &offering, ISS);
+    let synack = h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
+    assert!(synack.header.options.sack_permitted);
+
+    let mut h = Harness::server(Config::default(), &client_syn(), ISS);
+    let synack = h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
+    assert!(
+        !synack.header.options.sack_permitted,
+        "RFC 2018 §2: only if the SYN had it"
+    );
+
+    let no_sack = Config {
+        sack: false,
+        ..Config::default()
+    };
+    let mut h = Harness::server(no_sack, &offering, ISS);
+    let synack = h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
+    assert!(
+        !synack.header.options.sack_permitted,
+        "switched off by configuration"
+    );
 }
 
 #[test]
