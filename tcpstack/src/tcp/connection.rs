@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::congestion::CongestionControl;
+use super::prr::{Prr, ReductionBound};
 use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::RttEstimator;
+use super::sack::{NextSeg, SackScoreboard, SackUpdate};
 use super::send_buffer::SendBuffer;
 use super::time_wait::{TimeWait, TimeWaitOutcome};
 use super::{
-    reset_for, segment_len, Config, ConnectionError, Event, FourTuple, KeepaliveConfig, Segment,
-    State,
+    reset_for, segment_len, Config, CongestionAlgorithm, ConnectionError, Event, FourTuple,
+    KeepaliveConfig, Segment, State,
 };
 use crate::wire::{SeqNum, TcpFlags, TcpHeader, TcpOptions};
 
@@ -36,9 +38,22 @@ pub struct ConnectionStats {
     pub bytes_out: u64,
     /// Segments sent again (RTO, fast retransmit, SYN/SYN-ACK retransmission).
     pub retransmits: u64,
+    /// Fast recoveries entered (RFC 6582 or RFC 6675), SACK-based ones included.
     pub fast_retransmits: u64,
     /// Retransmission timer expirations.
     pub rtos: u64,
+    /// Fast recoveries driven by the SACK scoreboard (RFC 6675).
+    pub sack_recoveries: u64,
+    /// ACKs that carried a D-SACK block (RFC 2883).
+    pub dsacks_received: u64,
+    /// Retransmissions a D-SACK showed to be unnecessary (RFC 3708).
+    pub spurious_retransmits: u64,
+    /// Congestion-window reductions undone because the recovery proved spurious (RFC 3708 §3).
+    pub cwnd_undos: u64,
+    /// The congestion control algorithm the connection runs.
+    pub congestion: CongestionAlgorithm,
+    /// Both SYNs carried SACK-permitted (RFC 2018).
+    pub sack: bool,
     pub srtt: Option<Duration>,
     pub rttvar: Duration,
     pub rto: Duration,
@@ -134,9 +149,21 @@ pub struct Connection {
     cc: Box<dyn CongestionControl>,
     dup_acks: u32,
     in_recovery: bool,
-    /// RFC 6582's `recover`, stored as the sequence number after the highest one sent.
+    /// RFC 6582's `recover`, stored as the sequence number after the highest one sent. Also set
+    /// by an RTO: until SND.UNA reaches it, go-back-N retransmission is under way.
     recover: SeqNum,
     partial_ack_seen: bool,
+    /// What the peer SACKed, and RFC 6675's recovery state (HighRxt, RescueRxt, RecoveryPoint).
+    scoreboard: SackScoreboard,
+    /// The current recovery is driven by the scoreboard (RFC 6675), not by RFC 6582.
+    sack_recovery: bool,
+    /// RFC 6937 state during fast recovery.
+    prr: Option<Prr>,
+    /// PRR's sndcnt: bytes that may be sent now during recovery. A segment started within it is
+    /// sent whole, as Linux counts sndcnt in segments.
+    recovery_budget: u32,
+    /// The last recovery's reduction may still be undone if D-SACKs prove it spurious.
+    undo_armed: bool,
 
     time_wait: Option<TimeWait>,
     events: VecDeque<Event>,
@@ -197,6 +224,11 @@ impl Connection {
             in_recovery: false,
             recover: iss,
             partial_ack_seen: false,
+            scoreboard: SackScoreboard::new(iss, send_mss),
+            sack_recovery: false,
+            prr: None,
+            recovery_budget: 0,
+            undo_armed: false,
             time_wait: None,
             events: VecDeque::with_capacity(8),
             error: None,
@@ -282,6 +314,14 @@ impl Connection {
         self.config.user_timeout = timeout;
     }
 
+    /// Switches the congestion control algorithm (Linux's TCP_CONGESTION). Meant for before data
+    /// flows: the new algorithm starts from its initial window, as a fresh connection would.
+    pub fn set_congestion(&mut self, algorithm: CongestionAlgorithm) {
+        self.config.congestion = algorithm;
+        self.cc = algorithm.build(self.send_mss);
+        self.undo_armed = false;
+    }
+
     pub fn stats(&self) -> ConnectionStats {
         ConnectionStats {
             srtt: self.rtt.srtt(),
@@ -289,6 +329,8 @@ impl Connection {
             rto: self.rtt.rto(),
             cwnd: self.cc.window(),
             ssthresh: self.cc.ssthresh(),
+            congestion: self.config.congestion,
+            sack: self.sack_permitted,
             ..self.stats
         }
     }
@@ -592,6 +634,10 @@ impl Connection {
         }
         let window = u32::from(header.window) << self.snd_shift;
         let flight_before = self.snd_nxt - self.snd_una;
+        let sack = self.take_sack_blocks(header);
+        // RFC 6937's DeliveredData; without SACK information a duplicate ACK stands for one
+        // segment that left the network.
+        let mut delivered = sack.delivered;
         if ack > self.snd_una {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
@@ -609,14 +655,15 @@ impl Connection {
             }
             self.retries = 0;
             self.dup_acks = 0;
+            if !self.sack_permitted {
+                delivered = acked;
+            }
             let flight = self.snd_nxt - self.snd_una;
             if self.in_recovery {
                 if ack >= self.recover {
-                    self.cc.on_recovery_exit(flight);
-                    self.in_recovery = false;
-                } else {
-                    // RFC 6582 §3.2 step 5: retransmit the next hole, deflate cwnd.
-                    self.cc.on_partial_ack(acked);
+                    self.exit_recovery(flight);
+                } else if !self.sack_recovery {
+                    // RFC 6582 §3.2 step 5: retransmit the next hole (cwnd comes from PRR).
                     self.fast_retransmit_pending = true;
                     if !self.partial_ack_seen {
                         self.partial_ack_seen = true;
@@ -630,12 +677,12 @@ impl Connection {
                     self.cc.on_ack(acked_data, flight_before, now);
                 }
             }
-            // RFC 6298 §5.2 and §5.3.
+            // RFC 6298 §5.2 and §5.3 (RFC 6582's impatient variant without SACK).
             if flight == 0 {
                 self.timers.retransmit = None;
                 self.stalled_since = None;
             } else {
-                if !self.in_recovery || !self.partial_ack_seen {
+                if !self.in_recovery || self.sack_recovery || !self.partial_ack_seen {
                     self.timers.retransmit = Some(now + self.rtt.rto());
                 }
                 self.stalled_since = Some(now);
@@ -654,18 +701,28 @@ impl Connection {
         {
             // A duplicate ACK (RFC 5681 §2).
             self.dup_acks += 1;
-            if self.in_recovery {
-                self.cc.on_dup_ack();
-            } else if self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
-                // RFC 6582 §3.2 steps 1–2.
-                self.recover = self.snd_nxt;
-                self.in_recovery = true;
-                self.partial_ack_seen = false;
-                self.cc.on_fast_retransmit(flight_before, now);
-                self.fast_retransmit_pending = true;
-                self.stats.fast_retransmits += 1;
+            if header.options.sack_blocks().is_empty() {
+                delivered = self.send_mss;
+            }
+            if !self.in_recovery && self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
+                // RFC 6582 §3.2 steps 1–2, RFC 6675 §5 step (4).
+                self.enter_recovery(flight_before, now);
             }
         }
+        // RFC 6675 §5: IsLost(HighACK + 1) starts recovery too, whatever the duplicate ACKs
+        // (a receiver whose window moves sends none).
+        if self.sack_permitted
+            && !self.in_recovery
+            && ack >= self.recover
+            && self.snd_una < self.snd_nxt
+            && self.scoreboard.is_lost(self.snd_una)
+        {
+            self.enter_recovery(self.snd_nxt - self.snd_una, now);
+        }
+        if self.in_recovery {
+            self.prr_on_ack(delivered);
+        }
+        self.undo_if_spurious();
         // The send window (RFC 9293 §3.10.7.4, fifth step).
         if ack >= self.snd_una
             && (self.snd_wl1 < header.seq || (self.snd_wl1 == header.seq && self.snd_wl2 <= ack))
@@ -673,6 +730,79 @@ impl Connection {
             self.update_send_window(window, header.seq, ack);
         }
         true
+    }
+
+    /// Feeds the ACK and its SACK blocks to the scoreboard (RFC 6675 Update(), RFC 2883 D-SACK).
+    fn take_sack_blocks(&mut self, header: &TcpHeader) -> SackUpdate {
+        if !self.sack_permitted {
+            return SackUpdate::default();
+        }
+        let update = self
+            .scoreboard
+            .on_ack(header.ack, header.options.sack_blocks(), self.snd_nxt);
+        if update.dsack.is_some() {
+            self.stats.dsacks_received += 1;
+        }
+        if update.spurious_retransmission {
+            self.stats.spurious_retransmits += 1;
+        }
+        update
+    }
+
+    /// Fast retransmit and fast recovery start (RFC 5681 §3.2, RFC 6582 §3.2, RFC 6675 §5),
+    /// with PRR deciding how much is sent until it ends (RFC 6937 §3.1).
+    fn enter_recovery(&mut self, flight: u32, now: Instant) {
+        self.recover = self.snd_nxt;
+        self.in_recovery = true;
+        self.partial_ack_seen = false;
+        self.cc.on_fast_retransmit(flight, now);
+        self.prr = Some(Prr::new(
+            self.cc.ssthresh(),
+            flight,
+            ReductionBound::SlowStart,
+        ));
+        self.recovery_budget = 0;
+        // A peer that negotiated SACK but sends no blocks gets RFC 6582's recovery.
+        self.sack_recovery = self.sack_permitted && self.scoreboard.sacked_bytes() > 0;
+        if self.sack_recovery {
+            self.scoreboard.enter_recovery(self.snd_nxt);
+            self.stats.sack_recoveries += 1;
+        }
+        self.undo_armed = self.sack_recovery;
+        self.fast_retransmit_pending = true;
+        self.stats.fast_retransmits += 1;
+    }
+
+    fn exit_recovery(&mut self, flight: u32) {
+        self.cc.on_recovery_exit(flight);
+        self.in_recovery = false;
+        self.sack_recovery = false;
+        self.prr = None;
+        self.recovery_budget = 0;
+    }
+
+    /// RFC 6937 §3.1, on every ACK during recovery: sndcnt from DeliveredData and pipe.
+    fn prr_on_ack(&mut self, delivered: u32) {
+        let pipe = if self.sack_recovery {
+            self.scoreboard.pipe(self.snd_nxt)
+        } else {
+            // Without a scoreboard, each duplicate ACK since the last advance stands for a
+            // segment that left the network.
+            (self.snd_nxt - self.snd_una).saturating_sub(self.dup_acks * self.send_mss)
+        };
+        if let Some(prr) = &mut self.prr {
+            self.recovery_budget = prr.on_ack(delivered, pipe, self.send_mss);
+        }
+    }
+
+    /// RFC 3708 §3 with RFC 9438 §4.9: every retransmission of the last recovery was D-SACKed,
+    /// so no segment was lost and the reduction is undone, once, after the recovery ended.
+    fn undo_if_spurious(&mut self) {
+        if self.undo_armed && !self.in_recovery && self.scoreboard.recovery_was_spurious() {
+            self.undo_armed = false;
+            self.cc.on_spurious_congestion();
+            self.stats.cwnd_undos += 1;
+        }
     }
 
     /// Seventh and eighth steps: deliver data (reassembling) and process the FIN.
@@ -866,6 +996,13 @@ impl Connection {
             // RFC 6582 §3.2 step 4: no fast retransmit for losses from before the timeout.
             self.recover = self.snd_nxt;
             self.in_recovery = false;
+            self.sack_recovery = false;
+            self.prr = None;
+            self.recovery_budget = 0;
+            self.undo_armed = false;
+            // RFC 6675 §5.1: SACK recovery ends; the scoreboard stays, so that the go-back-N
+            // retransmission skips what the peer SACKed.
+            self.scoreboard.on_rto();
             self.dup_acks = 0;
             self.fast_retransmit_pending = false;
             // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.
@@ -985,10 +1122,35 @@ impl Connection {
         if self.fast_retransmit_pending {
             self.fast_retransmit_pending = false;
             if self.snd_una < self.snd_nxt {
-                let end = self.snd_nxt.min(self.snd_una + self.send_mss);
-                self.rtt_sample = None;
-                self.stats.retransmits += 1;
-                return Some(self.send_range(self.snd_una, end, now));
+                let end = self
+                    .snd_nxt
+                    .min(self.snd_una + self.send_mss)
+                    .min(self.next_sacked_start(self.snd_una));
+                return Some(self.retransmit(self.snd_una, end, false, now));
+            }
+        }
+        if self.sack_recovery && self.recovery_budget > 0 {
+            // RFC 6675 §5 step (C): holes first, then new data, then the rescue retransmission.
+            let can_send_new_data = self.next_data_end().is_some();
+            match self.scoreboard.next_seg(self.snd_nxt, can_send_new_data) {
+                Some(NextSeg::Retransmit { start, len }) => {
+                    return Some(self.retransmit(start, start + len, false, now));
+                }
+                Some(NextSeg::Rescue { start, len }) => {
+                    return Some(self.retransmit(start, start + len, true, now));
+                }
+                Some(NextSeg::NewData) | None => {}
+            }
+        }
+        // After an RTO, go-back-N skips what the peer SACKed (RFC 6675 §5.1).
+        if self.tx_next < self.snd_nxt {
+            if let Some(sacked) = self
+                .scoreboard
+                .sacked()
+                .iter()
+                .find(|r| self.tx_next.in_range(r.start, r.end))
+            {
+                self.tx_next = sacked.end.min(self.snd_nxt);
             }
         }
         let idle_too_long = self.snd_una == self.snd_nxt
@@ -1001,10 +1163,11 @@ impl Connection {
         }
         if let Some(end) = self.next_data_end() {
             let start = self.tx_next;
-            if start < self.snd_nxt {
-                self.stats.retransmits += 1;
-            }
             self.sws_override = false;
+            if start < self.snd_nxt {
+                let end = end.min(self.next_sacked_start(start));
+                return Some(self.retransmit(start, end, false, now));
+            }
             return Some(self.send_range(start, end, now));
         }
         if self.ack_pending {
@@ -1037,8 +1200,7 @@ impl Connection {
         if unsent == 0 {
             return fin_to_send.then_some(data_end + 1u32);
         }
-        let window = self.snd_wnd.min(self.cc.window());
-        let window_end = self.snd_una + window;
+        let window_end = (self.snd_una + self.snd_wnd).min(self.congestion_window_end());
         let usable = if window_end > self.tx_next {
             window_end - self.tx_next
         } else {
@@ -1166,6 +1328,13 @@ impl Connection {
         if len > 0 {
             self.last_data_sent = Some(now);
         }
+        if self.in_recovery {
+            let sent = end - start;
+            self.recovery_budget = self.recovery_budget.saturating_sub(sent);
+            if let Some(prr) = &mut self.prr {
+                prr.on_sent(sent);
+            }
+        }
         if len > 0 && (len as u32) < self.send_mss {
             self.snd_small_end = self.snd_small_end.max(payload_end);
         }
@@ -1185,6 +1354,63 @@ impl Connection {
             self.stalled_since = Some(now);
         }
         Segment { header, payload }
+    }
+
+    /// Sends [`start`, `end`) again: counted, excluded from RTT timing (Karn), and recorded on
+    /// the scoreboard (HighRxt, RescueRxt, and for recognising D-SACKs).
+    fn retransmit(&mut self, start: SeqNum, end: SeqNum, rescue: bool, now: Instant) -> Segment {
+        self.stats.retransmits += 1;
+        if self
+            .rtt_sample
+            .is_some_and(|(timed_end, _)| timed_end > start && timed_end <= end)
+        {
+            self.rtt_sample = None;
+        }
+        if self.sack_permitted {
+            self.scoreboard.on_retransmit(start, end - start, rescue);
+        }
+        self.send_range(start, end, now)
+    }
+
+    /// Where congestion control lets data end now: cwnd above SND.UNA, the 2 extra segments of
+    /// limited transmit (RFC 3042) on the first two duplicate ACKs, PRR's sndcnt in recovery
+    /// (RFC 6937), and after an RTO the SACKed bytes below `tx_next`, which are no longer in
+    /// flight (RFC 6675 §5.1).
+    fn congestion_window_end(&self) -> SeqNum {
+        if self.in_recovery {
+            return if self.recovery_budget > 0 {
+                self.tx_next + self.send_mss
+            } else {
+                self.tx_next
+            };
+        }
+        let mut allowed = self.cc.window();
+        if self.snd_una < self.recover {
+            allowed = allowed.saturating_add(self.sacked_below(self.tx_next));
+        } else if self.dup_acks < DUP_ACK_THRESHOLD {
+            allowed = allowed.saturating_add(self.dup_acks * self.send_mss);
+        }
+        self.snd_una + allowed
+    }
+
+    /// SACKed bytes between SND.UNA and `seq`.
+    fn sacked_below(&self, seq: SeqNum) -> u32 {
+        self.scoreboard
+            .sacked()
+            .iter()
+            .take_while(|r| r.start < seq)
+            .map(|r| r.end.min(seq) - r.start)
+            .sum()
+    }
+
+    /// The start of the first SACKed range above `seq` (a retransmission stops there), or
+    /// SND.NXT.
+    fn next_sacked_start(&self, seq: SeqNum) -> SeqNum {
+        self.scoreboard
+            .sacked()
+            .iter()
+            .find(|r| r.start > seq)
+            .map_or(self.snd_nxt, |r| r.start)
     }
 
     fn send_ack(&mut self) -> Segment {
@@ -1291,6 +1517,7 @@ impl Connection {
         let peer_mss = syn.options.mss.unwrap_or(DEFAULT_PEER_MSS);
         self.send_mss = u32::from(peer_mss.min(self.config.mss)).max(MIN_SEND_MSS);
         self.cc.set_mss(self.send_mss);
+        self.scoreboard.set_mss(self.send_mss);
         match syn.options.window_scale {
             Some(shift) if self.config.window_scaling => {
                 self.window_scaling = true;

@@ -154,9 +154,9 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CongestionAlgorithm {
     /// RFC 5681 with RFC 6582's fast recovery.
-    #[default]
     NewReno,
-    /// RFC 9438 with HyStart++ (RFC 9406).
+    /// RFC 9438 with HyStart++ (RFC 9406), Linux's default.
+    #[default]
     Cubic,
 }
 

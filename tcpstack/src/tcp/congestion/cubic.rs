@@ -266,6 +266,15 @@ impl CongestionControl for Cubic {
         }
     }
 
+    fn on_idle_restart(&mut self) {
+        // RFC 5681 §4.1's restart window; the next ACK starts a new epoch.
+        let restart = f64::from(INITIAL_WINDOW_SEGMENTS * self.mss);
+        if self.cwnd > restart {
+            self.cwnd = restart;
+            self.epoch = None;
+        }
+    }
+
     fn on_spurious_congestion(&mut self) {
         // RFC 9438 §4.9: restore what the congestion event changed.
         let Some(prior) = self.prior.take() else {

@@ -2,7 +2,7 @@
 //! (RFC 5681, RFC 6582), keepalive and the user timeout.
 
 use super::*;
-use crate::tcp::{ConnectionError, KeepaliveConfig};
+use crate::tcp::{CongestionAlgorithm, ConnectionError, KeepaliveConfig};
 
 const MSS: u32 = 1460;
 
@@ -101,7 +101,7 @@ fn data_retries_exhausted_times_out_without_rst() {
 
 #[test]
 fn rto_goes_back_to_snd_una_with_a_one_segment_window() {
-    let mut h = established_after(Config::default(), ms(100));
+    let mut h = established_after(newreno(), ms(100));
     let data = payload(3 * MSS as usize);
     h.conn.send(&data).expect("room");
     for i in 0..3 {
@@ -127,9 +127,23 @@ fn rto_goes_back_to_snd_una_with_a_one_segment_window() {
     assert_eq!(h.conn.poll_timeout(), None);
 }
 
+fn newreno() -> Config {
+    Config {
+        congestion: CongestionAlgorithm::NewReno,
+        ..Config::default()
+    }
+}
+
+/// Without SACK: limited transmit on duplicate ACKs 1 and 2 (RFC 3042), fast retransmit on the
+/// third, PRR's sending amounts during recovery (RFC 6937 §3.1), a partial ACK's retransmission
+/// (RFC 6582) and the exit at `recover`.
 #[test]
 fn fast_retransmit_and_newreno_partial_acks() {
-    let mut h = established_after(Config::default(), ms(100));
+    let config = Config {
+        sack: false,
+        ..newreno()
+    };
+    let mut h = established_after(config, ms(100));
     let data = payload(14 * MSS as usize);
     h.conn.send(&data).expect("room");
     for i in 0..10 {
@@ -137,39 +151,43 @@ fn fast_retransmit_and_newreno_partial_acks() {
         assert_eq!(s.payload.len(), MSS as usize);
     }
     h.expect_nothing();
-    // Segments 1 and 4 are lost; 2, 3 and 5–10 each produce a duplicate ACK.
+    // Segments 1 and 4 are lost; 2, 3 and 5–12 each produce a duplicate ACK.
     let dup = seg(A, IRS + 1, ISS + 1);
+    // Limited transmit: one new segment on each of the first two duplicates.
     h.send(&dup);
-    h.send(&dup);
+    h.expect(A, ISS + 1 + 10 * MSS, IRS + 1);
     h.expect_nothing();
     h.send(&dup);
-    // Third duplicate: fast retransmit of the first unacknowledged segment.
+    h.expect(A, ISS + 1 + 11 * MSS, IRS + 1);
+    h.expect_nothing();
+    h.send(&dup);
+    // Third duplicate: fast retransmit of the first unacknowledged segment. RecoverFS = 12
+    // segments, ssthresh = 6.
     let s = h.expect(A, ISS + 1, IRS + 1);
     assert_eq!(&s.payload[..], &data[..MSS as usize]);
     h.expect_nothing();
-    let stats = h.conn.stats();
-    assert_eq!((stats.ssthresh, stats.cwnd), (5 * MSS, 8 * MSS));
-    // Five more duplicates inflate cwnd to 13 segments: three new segments may go.
+    assert_eq!(h.conn.stats().ssthresh, 6 * MSS);
+    // PRR, each duplicate delivering one segment, pipe = 12 (then 13) − duplicates: the
+    // proportional share CEIL(delivered · 6/12) while pipe > ssthresh, then ssthresh − pipe.
+    let mut sent_per_ack = Vec::new();
     for _ in 0..5 {
         h.send(&dup);
+        let mut n = 0;
+        while h.recv().is_some() {
+            n += 1;
+        }
+        sent_per_ack.push(n);
     }
-    assert_eq!(h.conn.stats().cwnd, 13 * MSS);
-    for i in 10..13 {
-        h.expect(A, ISS + 1 + i * MSS, IRS + 1);
-    }
-    h.expect_nothing();
-    // Partial ACK (segments 1–3): retransmit segment 4 at once, deflate cwnd (RFC 6582).
+    assert_eq!(sent_per_ack, [0, 1, 0, 0, 1]);
+    // Partial ACK (segments 1–3): retransmit segment 4 at once (RFC 6582 §3.2 step 5).
     h.send(&seg(A, IRS + 1, ISS + 1 + 3 * MSS));
     let s = h.expect(A, ISS + 1 + 3 * MSS, IRS + 1);
     assert_eq!(&s.payload[..], &data[3 * MSS as usize..4 * MSS as usize]);
-    assert_eq!(h.conn.stats().cwnd, 11 * MSS);
-    // 13 - 3 = 10 segments in flight, cwnd 11: one new segment, the last one.
-    h.expect(P | A, ISS + 1 + 13 * MSS, IRS + 1);
     h.expect_nothing();
-    // Full ACK up to `recover` (the ten first segments): leave recovery with
+    // Full ACK up to `recover` (the twelve first segments): leave recovery with
     // cwnd = min(ssthresh, flight + SMSS).
-    h.send(&seg(A, IRS + 1, ISS + 1 + 10 * MSS));
-    assert_eq!(h.conn.stats().cwnd, 5 * MSS);
+    h.send(&seg(A, IRS + 1, ISS + 1 + 12 * MSS));
+    assert_eq!(h.conn.stats().cwnd, 3 * MSS);
     let stats = h.conn.stats();
     assert_eq!(
         (stats.fast_retransmits, stats.retransmits, stats.rtos),
