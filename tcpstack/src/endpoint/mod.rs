@@ -337,6 +337,14 @@ impl Endpoint {
         self.connections.get(&handle).map(|slot| &slot.conn)
     }
 
+    /// Every connection in the table (TIME-WAIT entries not included), in no particular order;
+    /// reading them does not mark them touched.
+    pub fn connections(&self) -> impl Iterator<Item = (ConnectionHandle, &Connection)> + '_ {
+        self.connections
+            .iter()
+            .map(|(handle, slot)| (*handle, &slot.conn))
+    }
+
     /// Connections in the table (TIME-WAIT entries not included).
     pub fn connection_count(&self) -> usize {
         self.connections.len()

@@ -24,12 +24,15 @@
 //! ```
 
 mod app_traits;
+pub mod control;
 mod driver;
+mod info;
 mod listener;
 mod pcap;
 mod report;
 mod stream;
 
+pub use info::{render as render_connections, state_name, ConnectionInfo};
 pub use listener::TcpListener;
 pub use report::StatsReport;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, TcpStream};

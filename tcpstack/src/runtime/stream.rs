@@ -309,6 +309,15 @@ impl TcpStream {
             .flatten()
     }
 
+    /// Everything `ss -ti` shows about the connection: state, queues, options and counters;
+    /// `None` once the endpoint has freed it.
+    pub fn info(&self) -> Option<super::ConnectionInfo> {
+        self.conn
+            .with(|conn, _| conn.map(|c| super::ConnectionInfo::of(c)))
+            .ok()
+            .flatten()
+    }
+
     /// Turns Nagle's algorithm (RFC 9293 §3.7.4) off (`true`) or on.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.conn.with(|conn, slot| {

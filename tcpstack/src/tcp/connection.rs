@@ -300,6 +300,21 @@ impl Connection {
             .then_some((self.rcv_shift, self.snd_shift))
     }
 
+    /// The congestion control algorithm this connection runs.
+    pub fn congestion(&self) -> super::CongestionAlgorithm {
+        self.config.congestion
+    }
+
+    /// Whether both SYNs carried SACK-permitted (RFC 2018 §2).
+    pub fn sack_permitted(&self) -> bool {
+        self.sack_permitted
+    }
+
+    /// Bytes written by the user and not yet acknowledged (ss's Send-Q).
+    pub fn send_queued(&self) -> usize {
+        self.send_buf.len()
+    }
+
     /// Disables (true) or enables (false) Nagle's algorithm (RFC 9293 §3.7.4).
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.config.nodelay = nodelay;

@@ -7,6 +7,7 @@ mod connect;
 mod fetch;
 mod link;
 mod serve;
+mod ss;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Loads a TCP server (any: the kernel's too) with tcpstack, or the kernel's TCP, as the client.
     Bench(bench::BenchArgs),
+    /// Lists the connections of running servers like `ss -tin`, through their control sockets.
+    Ss(ss::SsArgs),
 }
 
 /// How tcpstack reaches the wire; shared by every command.
@@ -99,6 +102,9 @@ pub struct ServeArgs {
     /// Writes the statistics (handshake latency included) as JSON to FILE every interval and at exit.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// The unix socket `tcpstack ss` asks [default: /run/tcpstack/IFACE-PORT.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Fetch(args) => fetch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Ss(args) => ss::run(args).await,
         }
     });
     // A blocking read of stdin may still be parked in tokio's blocking pool: do not wait for it.

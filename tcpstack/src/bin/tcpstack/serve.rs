@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use tcpstack::runtime::control::{self, ControlError, ControlServer};
 use tcpstack::runtime::{Stack, TcpListener};
 
 use crate::{link, ServeArgs};
@@ -20,6 +21,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(&link.stack, local).with_context(|| {
         format!("cannot listen on {local} (is another tcpstack serving that port?)")
     })?;
+    let _control = control_socket(&link.stack, &args)?;
     // The port is reserved on the link now: announce it, and nothing else on stdout.
     {
         let mut stdout = std::io::stdout().lock();
@@ -62,6 +64,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Some(Err(error)) => Err(error).context("the app stopped"),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The socket `tcpstack ss` asks; removed when the returned server drops. A path given with
+/// `--control` must work; the default one is best effort (another server on the same interface
+/// and port in another network namespace may hold it), with a warning when it does not.
+fn control_socket(stack: &Stack, args: &ServeArgs) -> anyhow::Result<Option<ControlServer>> {
+    if let Some(path) = &args.control {
+        return Ok(Some(ControlServer::bind(stack, path)?));
+    }
+    let path = control::default_path(&args.link.iface, args.port);
+    match ControlServer::bind(stack, &path) {
+        Ok(server) => Ok(Some(server)),
+        Err(error @ (ControlError::InUse(_) | ControlError::Bind { .. })) => {
+            eprintln!("tcpstack: warning: {error}; `tcpstack ss` cannot reach this server (give it a path with --control)");
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
