@@ -17,10 +17,8 @@ pub struct ConnectionInfo {
     pub recv_queue: usize,
     /// Bytes written by the user and not yet acknowledged (ss's Send-Q).
     pub send_queue: usize,
-    pub congestion: CongestionAlgorithm,
     /// Window-scale shifts, ours then the peer's, when both SYNs carried the option.
     pub window_scale: Option<(u8, u8)>,
-    pub sack: bool,
     /// Effective send MSS.
     pub mss: u32,
     pub stats: ConnectionStats,
@@ -33,9 +31,7 @@ impl ConnectionInfo {
             state: conn.state(),
             recv_queue: conn.recv_available(),
             send_queue: conn.send_queued(),
-            congestion: conn.congestion(),
             window_scale: conn.window_scale(),
-            sack: conn.sack_permitted(),
             mss: conn.mss(),
             stats: conn.stats(),
         }
@@ -87,11 +83,13 @@ fn millis(d: Duration) -> String {
 ///
 /// ```text
 /// ESTAB 0 0 198.18.0.1:5201 198.18.0.2:41234
-///      cubic sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:...
+///      cubic sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:…
 /// ```
 ///
-/// `cwnd` and `ssthresh` are in segments of `mss` bytes, as ss shows them; `retrans` is the
-/// total of segments sent again, and `fast_retrans`/`rtos` split out what started them.
+/// `cwnd` and `ssthresh` are in segments of `mss` bytes, as ss shows them. `retrans` counts the
+/// segments sent again; `fast_retrans` the fast recoveries entered, `sack_recoveries` those the
+/// SACK scoreboard drove, `rtos` the retransmission timeouts; `spurious` the retransmissions a
+/// D-SACK showed needless, `dsacks` the ACKs carrying one, `undos` the window cuts undone.
 impl fmt::Display for ConnectionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
@@ -105,12 +103,12 @@ impl fmt::Display for ConnectionInfo {
             self.tuple.remote
         )?;
         let mss = self.mss.max(1);
-        let congestion = match self.congestion {
+        let congestion = match s.congestion {
             CongestionAlgorithm::NewReno => "reno",
             CongestionAlgorithm::Cubic => "cubic",
         };
         write!(f, "\t {congestion}")?;
-        if self.sack {
+        if s.sack {
             write!(f, " sack")?;
         }
         if let Some((ours, theirs)) = self.window_scale {
@@ -127,9 +125,19 @@ impl fmt::Display for ConnectionInfo {
         }
         write!(
             f,
-            " bytes_sent:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{} fast_retrans:{} rtos:{}",
-            s.bytes_out, s.bytes_in, s.segments_out, s.segments_in, s.retransmits,
-            s.fast_retransmits, s.rtos
+            " bytes_sent:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{} fast_retrans:{} \
+             rtos:{} sack_recoveries:{} spurious:{} dsacks:{} undos:{}",
+            s.bytes_out,
+            s.bytes_in,
+            s.segments_out,
+            s.segments_in,
+            s.retransmits,
+            s.fast_retransmits,
+            s.rtos,
+            s.sack_recoveries,
+            s.spurious_retransmits,
+            s.dsacks_received,
+            s.cwnd_undos
         )?;
         writeln!(f)
     }
@@ -159,9 +167,7 @@ mod tests {
             state: State::Established,
             recv_queue: 0,
             send_queue: 2896,
-            congestion: CongestionAlgorithm::Cubic,
             window_scale: Some((7, 9)),
-            sack: true,
             mss: 1448,
             stats: ConnectionStats {
                 segments_in: 10,
@@ -171,6 +177,12 @@ mod tests {
                 retransmits: 5,
                 fast_retransmits: 3,
                 rtos: 1,
+                sack_recoveries: 2,
+                dsacks_received: 1,
+                spurious_retransmits: 1,
+                cwnd_undos: 0,
+                congestion: CongestionAlgorithm::Cubic,
+                sack: true,
                 srtt: Some(Duration::from_micros(500)),
                 rttvar: Duration::from_micros(250),
                 rto: Duration::from_millis(204),
@@ -194,7 +206,7 @@ mod tests {
             Some(
                 "\t cubic sack wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
                  bytes_sent:28960 bytes_received:100 segs_out:20 segs_in:10 retrans:5 \
-                 fast_retrans:3 rtos:1"
+                 fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0"
             )
         );
         assert_eq!(lines.next(), None);
@@ -207,8 +219,8 @@ mod tests {
         info.stats.srtt = None;
         info.stats.ssthresh = u32::MAX;
         info.window_scale = None;
-        info.sack = false;
-        info.congestion = CongestionAlgorithm::NewReno;
+        info.stats.sack = false;
+        info.stats.congestion = CongestionAlgorithm::NewReno;
         let text = info.to_string();
         assert!(text.starts_with("SYN-RECV "), "{text}");
         let details = text.lines().nth(1).expect("a second line");
@@ -216,7 +228,7 @@ mod tests {
             details.starts_with("\t reno rto:204 mss:1448 cwnd:10 bytes_sent:"),
             "{details}"
         );
-        for absent in ["rtt:", "ssthresh:", "wscale:", "sack"] {
+        for absent in ["rtt:", "ssthresh:", "wscale:", " sack "] {
             assert!(!details.contains(absent), "{absent} in {details}");
         }
     }

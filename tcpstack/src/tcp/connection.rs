@@ -300,16 +300,6 @@ impl Connection {
             .then_some((self.rcv_shift, self.snd_shift))
     }
 
-    /// The congestion control algorithm this connection runs.
-    pub fn congestion(&self) -> super::CongestionAlgorithm {
-        self.config.congestion
-    }
-
-    /// Whether both SYNs carried SACK-permitted (RFC 2018 §2).
-    pub fn sack_permitted(&self) -> bool {
-        self.sack_permitted
-    }
-
     /// Bytes written by the user and not yet acknowledged (ss's Send-Q).
     pub fn send_queued(&self) -> usize {
         self.send_buf.len()
