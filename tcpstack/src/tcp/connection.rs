@@ -9,14 +9,14 @@ use super::congestion::CongestionControl;
 use super::prr::{Prr, ReductionBound};
 use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::RttEstimator;
-use super::sack::{NextSeg, SackScoreboard, SackUpdate};
+use super::sack::{self, NextSeg, SackBlocksBuilder, SackScoreboard, SackUpdate};
 use super::send_buffer::SendBuffer;
 use super::time_wait::{TimeWait, TimeWaitOutcome};
 use super::{
     reset_for, segment_len, Config, CongestionAlgorithm, ConnectionError, Event, FourTuple,
     KeepaliveConfig, Segment, State,
 };
-use crate::wire::{SeqNum, TcpFlags, TcpHeader, TcpOptions};
+use crate::wire::{SackBlock, SeqNum, TcpFlags, TcpHeader, TcpOptions, MAX_SACK_BLOCKS};
 
 /// MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: u16 = 536;
@@ -117,6 +117,12 @@ pub struct Connection {
     pending_fin: Option<SeqNum>,
     /// The peer's FIN has been processed.
     peer_closed: bool,
+    /// Chooses the SACK blocks of our ACKs and remembers the ones reported (RFC 2018 §4).
+    sack_blocks: SackBlocksBuilder,
+    /// The last data segment received, until an ACK reported it: its block goes first.
+    sack_received: Option<SackBlock>,
+    /// Data of that segment we already had, reported once as a D-SACK (RFC 2883 §4).
+    sack_duplicate: Option<SackBlock>,
 
     // What to send next.
     syn_pending: bool,
@@ -202,6 +208,9 @@ impl Connection {
             recv_buf: RecvBuffer::new(config.recv_buffer),
             pending_fin: None,
             peer_closed: false,
+            sack_blocks: SackBlocksBuilder::new(),
+            sack_received: None,
+            sack_duplicate: None,
             syn_pending: true,
             ack_pending: false,
             unacked_bytes: 0,
@@ -549,6 +558,8 @@ impl Connection {
         if !acceptable && !zero_window_probe {
             if !flags.rst() {
                 self.ack_pending = true;
+                // An old duplicate is reported in a D-SACK (RFC 2883 §4).
+                self.note_received_for_sack(seq, seq + payload.len());
             }
             return;
         }
@@ -837,6 +848,7 @@ impl Connection {
             } else {
                 0
             };
+            self.note_received_for_sack(payload_seq, payload_seq + payload.len());
             let data = &payload[skip..];
             let start = payload_seq + skip;
             // Never negative after the trim (the acceptability test guarantees it); 0 keeps an
@@ -1290,7 +1302,6 @@ impl Connection {
         }
         // RFC 7323 §2.2: the window field of a SYN is never scaled.
         header.window = self.recv_buf.window().min(usize::from(u16::MAX)) as u16;
-        header.options = self.options_for(flags);
         if self.snd_nxt == self.iss {
             self.rtt_sample = Some((self.iss + 1u32, now));
         } else {
@@ -1443,13 +1454,24 @@ impl Connection {
             self.unacked_bytes = 0;
             self.timers.delayed_ack = None;
         }
+        header.options = self.options_for(flags);
         header
     }
 
-    /// The single place where options of an outgoing segment are chosen. Only SYNs carry any
-    /// today; timestamps and SACK blocks (issue 5) go here.
-    fn options_for(&self, flags: TcpFlags) -> TcpOptions {
+    /// The single place where options of an outgoing segment are chosen.
+    fn options_for(&mut self, flags: TcpFlags) -> TcpOptions {
         let mut options = TcpOptions::default();
+        if flags.ack() && !flags.intersects(TcpFlags::SYN | TcpFlags::RST) && self.sack_permitted {
+            let max_blocks = TcpOptions {
+                timestamps: options.timestamps,
+                sack_block_count: MAX_SACK_BLOCKS as u8,
+                ..TcpOptions::default()
+            }
+            .sack_blocks_that_fit();
+            for &block in self.sack_blocks_for_ack(max_blocks).as_slice() {
+                options.push_sack_block(block);
+            }
+        }
         if flags.syn() {
             options.mss = Some(self.config.mss);
             let offer_scale =
@@ -1461,6 +1483,52 @@ impl Connection {
                 self.config.sack && (self.state == State::SynSent || self.sack_permitted);
         }
         options
+    }
+
+    /// The SACK blocks of the next ACK (RFC 2018 §4, RFC 2883 §4): a D-SACK for the duplicate
+    /// just received, then the out-of-order range holding the newest segment, then the ranges
+    /// reported most recently. Each received segment and duplicate is reported first once.
+    fn sack_blocks_for_ack(&mut self, max_blocks: usize) -> sack::SackBlocks {
+        let received = self.sack_received.take();
+        let duplicate = self.sack_duplicate.take();
+        if duplicate.is_none() && !self.recv_buf.has_out_of_order() {
+            self.sack_blocks.clear();
+            return sack::SackBlocks::default();
+        }
+        let (out_of_order, count) = self.out_of_order_blocks();
+        self.sack_blocks.build(
+            self.rcv_nxt,
+            &out_of_order[..count],
+            received,
+            duplicate,
+            max_blocks,
+        )
+    }
+
+    /// Notes an arriving data segment `[start, end)` for the SACK blocks of the next ACK; call
+    /// before it is queued, so that data already held is recognised as a duplicate.
+    fn note_received_for_sack(&mut self, start: SeqNum, end: SeqNum) {
+        if !self.sack_permitted || start >= end {
+            return;
+        }
+        let segment = SackBlock { start, end };
+        let (out_of_order, count) = self.out_of_order_blocks();
+        self.sack_duplicate = sack::duplicate_of(segment, self.rcv_nxt, &out_of_order[..count]);
+        self.sack_received = Some(segment);
+    }
+
+    /// The reassembly queue's ranges in sequence numbers, and how many there are.
+    fn out_of_order_blocks(&self) -> ([SackBlock; recv_buffer::MAX_RANGES], usize) {
+        let mut blocks = [SackBlock::default(); recv_buffer::MAX_RANGES];
+        let mut count = 0;
+        for (slot, (start, end)) in blocks.iter_mut().zip(self.recv_buf.out_of_order()) {
+            *slot = SackBlock {
+                start: self.rcv_nxt + start,
+                end: self.rcv_nxt + end,
+            };
+            count += 1;
+        }
+        (blocks, count)
     }
 
     /// The window field for a non-SYN segment, with receiver SWS avoidance (RFC 9293

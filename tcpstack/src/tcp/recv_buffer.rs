@@ -68,6 +68,11 @@ impl RecvBuffer {
         !self.ranges.is_empty()
     }
 
+    /// The out-of-order ranges as `[start, end)` offsets from the next expected byte, in order.
+    pub(crate) fn out_of_order(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.ranges.iter().copied()
+    }
+
     /// Stores `data`, whose first byte is `offset` bytes after the next expected one. Returns how
     /// many bytes became readable in order (0 for out-of-order data).
     pub(crate) fn write(&mut self, offset: usize, data: &[u8]) -> usize {

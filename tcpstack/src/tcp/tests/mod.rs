@@ -26,6 +26,7 @@ mod handshake;
 mod lossy;
 mod pair;
 mod props;
+mod receiver;
 mod timers;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
