@@ -36,7 +36,7 @@ enum Cmd {
     /// Everything: unit and simulation tests, the eBPF and release builds, then the root-only
     /// integration tests in network namespaces (needs root).
     Test(TestArgs),
-    /// tcpstack against the kernel's TCP on the lab's link (not built yet).
+    /// tcpstack (xdp and raw backends) against the kernel's TCP on the lab's link: medians and ratios.
     Bench(bench::BenchArgs),
 }
 

@@ -13,7 +13,7 @@ use crate::{build, deps, lab_down, require_root, step, tcpstack_bin};
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The application tcpstack serves.
-    #[arg(long, value_enum, default_value_t = App::Echo)]
+    #[arg(long, value_enum, default_value_t = App::Iperf3)]
     app: App,
     /// The port to serve on (default: the application's usual port).
     #[arg(long)]
