@@ -302,7 +302,8 @@ impl Endpoint {
             .find(|tuple| self.tuple_is_free(tuple))
             .ok_or(EndpointError::NoFreePort)?;
         let isn = self.isn.isn(&tuple, now);
-        let conn = Connection::connect(self.config.connection.clone(), tuple, isn, now);
+        let mut conn = Connection::connect(self.config.connection.clone(), tuple, isn, now);
+        conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
         self.stats.active_opens += 1;
         Ok(self.insert(conn, Role::Active, isn))
     }
@@ -801,9 +802,6 @@ impl Endpoint {
                     self.arm_time_wait(*tuple, deadline);
                 }
             }
-            TimeWaitOutcome::Closed => {
-                self.time_wait.remove(tuple);
-            }
             TimeWaitOutcome::Reopen => {
                 self.time_wait.remove(tuple);
                 self.stats.time_wait_reopened += 1;
@@ -855,8 +853,9 @@ impl Endpoint {
                 }
                 listener.half_open += 1;
                 let isn = self.isn.isn(&tuple, now);
-                let conn =
+                let mut conn =
                     Connection::accept(self.config.connection.clone(), tuple, header, isn, now);
+                conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
                 self.stats.passive_opens += 1;
                 self.insert(conn, Role::HalfOpen(listener_addr), isn);
                 self.sync_touched();
@@ -865,10 +864,13 @@ impl Endpoint {
     }
 
     /// The connection settings for a connection opened by a SYN cookie, which cannot remember
-    /// a window scale.
+    /// a window scale, SACK-permitted or the peer's timestamp: its SYN-ACK offers none of them,
+    /// so the connection completed from the cookie uses none either.
     fn cookie_connection_config(&self) -> tcp::Config {
         tcp::Config {
             window_scaling: false,
+            sack: false,
+            timestamps: false,
             ..self.config.connection.clone()
         }
     }

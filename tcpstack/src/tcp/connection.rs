@@ -11,12 +11,15 @@ use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::RttEstimator;
 use super::sack::{self, NextSeg, SackBlocksBuilder, SackScoreboard, SackUpdate};
 use super::send_buffer::SendBuffer;
-use super::time_wait::{TimeWait, TimeWaitOutcome};
+use super::time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
+use super::timestamps::{self, TimestampClock};
 use super::{
     reset_for, segment_len, Config, CongestionAlgorithm, ConnectionError, Event, FourTuple,
     KeepaliveConfig, Segment, State,
 };
-use crate::wire::{SackBlock, SeqNum, TcpFlags, TcpHeader, TcpOptions, MAX_SACK_BLOCKS};
+use crate::wire::{
+    SackBlock, SeqNum, TcpFlags, TcpHeader, TcpOptions, Timestamps, MAX_SACK_BLOCKS,
+};
 
 /// MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: u16 = 536;
@@ -59,6 +62,10 @@ pub struct ConnectionStats {
     pub rto: Duration,
     pub cwnd: u32,
     pub ssthresh: u32,
+    /// Both SYNs carried timestamps (RFC 7323).
+    pub timestamps: bool,
+    /// Segments dropped by PAWS as old duplicates (RFC 7323 §5).
+    pub paws_rejected: u64,
 }
 
 /// The armed timers; `None` is disarmed. Keepalive and the user timeout are derived from state.
@@ -98,6 +105,16 @@ pub struct Connection {
     sack_permitted: bool,
     send_mss: u32,
     send_buf: SendBuffer,
+    /// Timestamps are in use (RFC 7323 §3.2): offered, in SYN-SENT; afterwards both SYNs had them.
+    timestamps: bool,
+    ts_clock: TimestampClock,
+    /// TS.Recent: the TSval to echo (RFC 7323 §4.3), and when it was last updated (§5.5).
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    /// Last.ACK.sent: the ACK field of the last segment we sent (RFC 7323 §4.3).
+    last_ack_sent: SeqNum,
+    /// The latest time the connection was told of; stamps the segments it builds.
+    clock: Instant,
     /// Sequence number of the first byte in `send_buf`.
     send_buf_seq: SeqNum,
     /// The user called close(): a FIN follows the buffered data.
@@ -196,6 +213,14 @@ impl Connection {
             snd_shift: 0,
             window_scaling: false,
             sack_permitted: false,
+            timestamps: config.timestamps,
+            // Replaced by the endpoint's per-address-pair clock; a connection on its own still
+            // gets an offset nobody can guess, from its ISN.
+            ts_clock: TimestampClock::new(now, iss.0.rotate_left(13) ^ 0x5bd1_e995),
+            ts_recent: 0,
+            ts_recent_at: now,
+            last_ack_sent: SeqNum(0),
+            clock: now,
             send_mss,
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,
@@ -309,6 +334,12 @@ impl Connection {
             .then_some((self.rcv_shift, self.snd_shift))
     }
 
+    /// The clock our TSvals come from (RFC 7323 §5.4); the endpoint shares one per address pair.
+    /// Set it before the first segment goes out.
+    pub fn set_timestamp_clock(&mut self, clock: TimestampClock) {
+        self.ts_clock = clock;
+    }
+
     /// Bytes written by the user and not yet acknowledged (ss's Send-Q).
     pub fn send_queued(&self) -> usize {
         self.send_buf.len()
@@ -345,6 +376,7 @@ impl Connection {
             ssthresh: self.cc.ssthresh(),
             congestion: self.config.congestion,
             sack: self.sack_permitted,
+            timestamps: self.timestamps,
             ..self.stats
         }
     }
@@ -450,6 +482,7 @@ impl Connection {
 
     /// Processes one arriving segment (RFC 9293 §3.10.7).
     pub fn handle_segment(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
+        self.clock = self.clock.max(now);
         self.stats.segments_in += 1;
         self.stats.bytes_in += payload.len() as u64;
         match self.state {
@@ -495,7 +528,7 @@ impl Connection {
         self.last_received = now;
         if ack_acceptable {
             self.snd_una = header.ack;
-            self.take_rtt_sample(header.ack, now);
+            self.take_rtt_sample(header.ack, header, now);
             self.timers.retransmit = None;
             self.update_send_window(u32::from(header.window), header.seq, header.ack);
             self.establish();
@@ -521,7 +554,6 @@ impl Connection {
         match outcome {
             TimeWaitOutcome::Drop | TimeWaitOutcome::Reopen => {}
             TimeWaitOutcome::Reply(reply) => self.queue_control(reply),
-            TimeWaitOutcome::Closed => self.enter_closed(),
         }
     }
 
@@ -534,6 +566,14 @@ impl Connection {
         // Linux does (the acceptability test would only produce a bare ACK).
         if self.state == State::SynReceived && flags.syn() && !flags.ack() && seq == self.irs {
             self.syn_pending = true;
+            return;
+        }
+
+        // RFC 7323 §5.3 R1: PAWS before the sequence number test; the old duplicate is
+        // acknowledged (which also repairs a lost ACK) and dropped.
+        if self.paws_rejects(header, now) {
+            self.stats.paws_rejected += 1;
+            self.ack_pending = true;
             return;
         }
 
@@ -592,6 +632,10 @@ impl Connection {
             }
             return;
         }
+
+        // RFC 7323 §5.3 R3, after the RST and SYN checks as in Linux, so a segment answered
+        // with a challenge ACK does not change the echo.
+        self.update_ts_recent(header, now);
 
         // Fifth, the ACK field.
         if !flags.ack() {
@@ -657,7 +701,7 @@ impl Connection {
         if ack > self.snd_una {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
-            self.take_rtt_sample(ack, now);
+            self.take_rtt_sample(ack, header, now);
             let data_acked = if ack > self.send_buf_seq {
                 ((ack - self.send_buf_seq) as usize).min(self.send_buf.len())
             } else {
@@ -943,6 +987,7 @@ impl Connection {
 
     /// Fires every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if let Some(tw) = self.time_wait() {
             if tw.is_expired(now) {
                 self.enter_closed();
@@ -1096,6 +1141,7 @@ impl Connection {
 
     /// The next segment to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        self.clock = self.clock.max(now);
         let segment = self.next_segment(now);
         if let Some(segment) = &segment {
             self.stats.segments_out += 1;
@@ -1121,7 +1167,7 @@ impl Connection {
                     return None;
                 }
                 return Some(Segment {
-                    header: tw.ack(),
+                    header: tw.ack(now),
                     payload: Bytes::new(),
                 });
             }
@@ -1449,6 +1495,7 @@ impl Connection {
         };
         if flags.ack() {
             header.ack = self.rcv_nxt;
+            self.last_ack_sent = self.rcv_nxt;
             header.window = self.advertise_window();
             self.ack_pending = false;
             self.unacked_bytes = 0;
@@ -1461,6 +1508,14 @@ impl Connection {
     /// The single place where options of an outgoing segment are chosen.
     fn options_for(&mut self, flags: TcpFlags) -> TcpOptions {
         let mut options = TcpOptions::default();
+        // RFC 7323 §3.2: on every segment but RSTs once both SYNs carried them; TSecr is only
+        // meaningful with ACK (a SYN's is 0).
+        if self.timestamps && !flags.rst() {
+            options.timestamps = Some(Timestamps {
+                tsval: self.ts_clock.tsval(self.clock),
+                tsecr: if flags.ack() { self.ts_recent } else { 0 },
+            });
+        }
         if flags.ack() && !flags.intersects(TcpFlags::SYN | TcpFlags::RST) && self.sack_permitted {
             let max_blocks = TcpOptions {
                 timestamps: options.timestamps,
@@ -1604,6 +1659,15 @@ impl Connection {
             }
         }
         self.sack_permitted = self.config.sack && syn.options.sack_permitted;
+        match syn.options.timestamps {
+            Some(ts) if self.config.timestamps => {
+                self.timestamps = true;
+                self.ts_recent = ts.tsval;
+                self.ts_recent_at = self.clock;
+            }
+            _ => self.timestamps = false,
+        }
+        self.last_ack_sent = self.rcv_nxt;
         self.rcv_adv = self.rcv_nxt + self.recv_buf.window().min(usize::from(u16::MAX));
     }
 
@@ -1619,14 +1683,52 @@ impl Connection {
         self.max_snd_wnd = self.max_snd_wnd.max(window);
     }
 
-    fn take_rtt_sample(&mut self, ack: SeqNum, now: Instant) {
-        if let Some((end, sent)) = self.rtt_sample {
-            if ack >= end {
-                let rtt = now.saturating_duration_since(sent);
-                self.rtt.sample(rtt);
-                self.cc.on_rtt_sample(rtt, now);
+    /// One RTT sample per ACK of new data: from the timed segment when the ACK covers it, else
+    /// from the echoed timestamp (RFC 7323 §4.1), which Karn's rule does not restrict because
+    /// it names the transmission it answers, so the RTO follows the path even during
+    /// retransmission. Linux's tcp_ack_update_rtt chooses the same way.
+    fn take_rtt_sample(&mut self, ack: SeqNum, header: &TcpHeader, now: Instant) {
+        let timed = match self.rtt_sample {
+            Some((end, sent)) if ack >= end => {
                 self.rtt_sample = None;
+                Some(now.saturating_duration_since(sent))
             }
+            _ => None,
+        };
+        let echoed = || {
+            let tsecr = header.options.timestamps.filter(|_| self.timestamps)?.tsecr;
+            self.ts_clock.rtt(tsecr, now)
+        };
+        if let Some(rtt) = timed.or_else(echoed) {
+            self.rtt.sample(rtt);
+            self.cc.on_rtt_sample(rtt, now);
+        }
+    }
+
+    /// PAWS (RFC 7323 §5.3 R1): a timestamped segment older than TS.Recent is an old duplicate,
+    /// unless TS.Recent has gone 24 days without an update (§5.5). RSTs are exempt (§5.2 asks
+    /// them to carry no timestamps, and Linux accepts them regardless).
+    fn paws_rejects(&self, header: &TcpHeader, now: Instant) -> bool {
+        let Some(ts) = header.options.timestamps.filter(|_| self.timestamps) else {
+            return false;
+        };
+        !header.flags.rst()
+            && timestamps::is_older(ts.tsval, self.ts_recent)
+            && now.saturating_duration_since(self.ts_recent_at) <= timestamps::PAWS_IDLE_LIMIT
+    }
+
+    /// RFC 7323 §4.3 (2) / §5.3 R3: TS.Recent takes the TSval of an acceptable segment that
+    /// starts at or before Last.ACK.sent, so the echo belongs to the earliest segment an ACK
+    /// covers, and a delayed ACK echoes the first of the segments it acknowledges.
+    fn update_ts_recent(&mut self, header: &TcpHeader, now: Instant) {
+        let Some(ts) = header.options.timestamps.filter(|_| self.timestamps) else {
+            return;
+        };
+        let fresh = !timestamps::is_older(ts.tsval, self.ts_recent)
+            || now.saturating_duration_since(self.ts_recent_at) > timestamps::PAWS_IDLE_LIMIT;
+        if fresh && header.seq <= self.last_ack_sent {
+            self.ts_recent = ts.tsval;
+            self.ts_recent_at = now;
         }
     }
 
@@ -1659,15 +1761,22 @@ impl Connection {
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
         let window = self.advertise_window();
-        self.time_wait = Some(TimeWait::new(
+        let record = TimeWait::new(
             self.tuple,
             self.snd_nxt,
             self.rcv_nxt,
             window,
-            self.rcv_shift,
             now,
             self.config.msl * 2,
-        ));
+        );
+        self.time_wait = Some(if self.timestamps {
+            record.with_timestamps(TimeWaitTimestamps {
+                clock: self.ts_clock,
+                recent: self.ts_recent,
+            })
+        } else {
+            record
+        });
         self.timers = Timers::default();
         self.stalled_since = None;
         self.send_buf.clear();

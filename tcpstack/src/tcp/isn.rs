@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use siphasher::sip::SipHasher24;
 
-use super::FourTuple;
+use super::{FourTuple, TimestampClock};
 use crate::wire::SeqNum;
 
 /// Generates RFC 6528 ISNs. The secret comes from the endpoint's injected seed, so tests replay.
@@ -34,6 +34,17 @@ impl IsnGenerator {
     pub fn isn(&self, tuple: &FourTuple, now: Instant) -> SeqNum {
         let ticks = now.saturating_duration_since(self.base).as_micros() / 4;
         SeqNum((ticks as u32).wrapping_add(self.hash(tuple)))
+    }
+
+    /// The timestamp clock of connections between the addresses of `tuple` (RFC 7323 §5.4,
+    /// §7.1): keyed by the address pair only, like Linux's secure_tcp_ts_off, so that a new
+    /// connection's TSvals follow the ones of an old connection in TIME-WAIT (RFC 6191).
+    pub fn timestamp_clock(&self, tuple: &FourTuple) -> TimestampClock {
+        let mut hasher = SipHasher24::new_with_key(&self.key);
+        hasher.write(b"ts");
+        hasher.write(&tuple.local.ip().octets());
+        hasher.write(&tuple.remote.ip().octets());
+        TimestampClock::new(self.base, hasher.finish() as u32)
     }
 
     fn hash(&self, tuple: &FourTuple) -> u32 {

@@ -36,6 +36,7 @@ mod rtt;
 pub mod sack;
 mod send_buffer;
 mod time_wait;
+pub mod timestamps;
 
 #[cfg(test)]
 mod tests;
@@ -50,7 +51,8 @@ use crate::wire::{SeqNum, TcpFlags, TcpHeader};
 pub use congestion::{CongestionControl, NewReno};
 pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
-pub use time_wait::{TimeWait, TimeWaitOutcome};
+pub use time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
+pub use timestamps::TimestampClock;
 
 /// The eleven states of RFC 9293 §3.3.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

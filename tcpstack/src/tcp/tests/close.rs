@@ -76,10 +76,11 @@ fn time_wait_rules_for_rst_syn_and_old_segments() {
         panic!("old data is acknowledged");
     };
     assert_eq!((ack.flags, ack.seq.0, ack.ack.0), (A, ISS + 2, IRS + 2));
-    assert!(matches!(
+    // RFC 1337: no RST ends TIME-WAIT or is answered, exact or not.
+    assert_eq!(
         tw.handle_segment(&seg(R, IRS + 50, 0), 0, now),
-        TimeWaitOutcome::Reply(_)
-    ));
+        TimeWaitOutcome::Drop
+    );
     assert_eq!(
         tw.handle_segment(&seg(S, IRS + 100_000, 0), 0, now),
         TimeWaitOutcome::Reopen
@@ -90,12 +91,13 @@ fn time_wait_rules_for_rst_syn_and_old_segments() {
     ));
     assert_eq!(
         tw.handle_segment(&seg(R, IRS + 2, 0), 0, now),
-        TimeWaitOutcome::Closed
+        TimeWaitOutcome::Drop
     );
     // The connection applies the same rules.
     h.send(&seg(R, IRS + 2, 0));
-    assert_eq!(h.conn.state(), State::Closed);
-    assert_eq!(h.conn.poll_timeout(), None);
+    assert_eq!(h.conn.state(), State::TimeWait);
+    h.expect_nothing();
+    assert_eq!(h.conn.poll_timeout(), Some(tw.deadline));
 }
 
 #[test]

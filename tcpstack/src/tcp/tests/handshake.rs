@@ -17,15 +17,18 @@ fn active_open_sends_syn_with_options_and_acks_the_syn_ack() {
     let syn = h.expect_exact(S, ISS, 0, SYN_WINDOW, b"");
     let offered = TcpOptions {
         sack_permitted: true,
+        timestamps: syn.header.options.timestamps,
         ..syn_options(1460, Some(3))
     };
     assert_eq!(syn.header.options, offered);
+    assert_eq!(offered.timestamps.map(|ts| ts.tsecr), Some(0));
     h.expect_nothing();
     let mut synack = seg(S | A, IRS, ISS + 1);
     synack.options = syn_options(1400, Some(7));
     h.send(&synack);
     assert_eq!(h.conn.state(), State::Established);
-    h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    let ack = h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    assert_eq!(ack.header.options.timestamps, None, "the SYN-ACK had none");
     h.expect_nothing();
     assert_eq!(h.conn.mss(), 1400);
     assert_eq!(h.drain_events(), vec![Event::Connected, Event::Writable]);

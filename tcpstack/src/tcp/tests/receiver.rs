@@ -1,7 +1,8 @@
 //! The receiver side of issue 5: SACK blocks in our ACKs (RFC 2018 §4) and D-SACK (RFC 2883 §4).
 
 use super::*;
-use crate::wire::SackBlock;
+use crate::tcp::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps, TimestampClock};
+use crate::wire::{SackBlock, Timestamps};
 
 fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| i as u8).collect()
@@ -147,4 +148,270 @@ fn data_segments_carry_the_sack_blocks_too() {
     let reply = h.expect(P | A, ISS + 1, IRS + 1);
     assert_eq!(reply.header.options.sack_blocks(), [block(200, 300)]);
     h.expect_nothing();
+}
+
+// ----- timestamps (RFC 7323) -----
+
+/// The peer's TSval on its SYN-ACK.
+const PEER_TS: u32 = 100;
+
+fn with_ts(mut header: TcpHeader, tsval: u32, tsecr: u32) -> TcpHeader {
+    header.options.timestamps = Some(Timestamps { tsval, tsecr });
+    header
+}
+
+/// A client past the handshake whose peer's SYN-ACK echoed our timestamp (and offered SACK).
+fn established_with_timestamps() -> Harness {
+    let mut h = Harness::client(Config::default(), ISS);
+    let syn = h.recv().expect("SYN");
+    let ours = syn.header.options.timestamps.expect("timestamps offered");
+    let mut synack = with_ts(seg(S | A, IRS, ISS + 1), PEER_TS, ours.tsval);
+    synack.options.mss = Some(1460);
+    synack.options.window_scale = Some(7);
+    synack.options.sack_permitted = true;
+    h.send(&synack);
+    let ack = h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(
+        ack.header.options.timestamps,
+        Some(Timestamps {
+            tsval: ours.tsval,
+            tsecr: PEER_TS
+        })
+    );
+    assert!(h.conn.stats().timestamps);
+    h.drain_events();
+    h
+}
+
+fn tsecr(segment: &Segment) -> u32 {
+    segment.header.options.timestamps.expect("timestamps").tsecr
+}
+
+#[test]
+fn every_segment_carries_timestamps_from_a_millisecond_clock() {
+    let mut h = established_with_timestamps();
+    let first = h.conn.stats();
+    assert!(first.timestamps);
+    h.conn.send(b"abc").unwrap();
+    let data = h.expect(P | A, ISS + 1, IRS + 1);
+    let t0 = data.header.options.timestamps.expect("timestamps").tsval;
+    h.advance(ms(250));
+    // The retransmission is stamped anew, 250 ms later by the clock.
+    let again = h.recv().expect("retransmission");
+    let t1 = again.header.options.timestamps.expect("timestamps").tsval;
+    assert_eq!(t1.wrapping_sub(t0), 250);
+    // An ACK from the peer without data still gets no reply; the challenge ACK has timestamps.
+    h.send(&with_ts(seg(S, IRS + 1, 0), PEER_TS + 1, 0));
+    let challenge = h.expect(A, ISS + 4, IRS + 1);
+    assert_eq!(tsecr(&challenge), PEER_TS);
+    // A RST carries none (RFC 7323 §3.2 allows it; Linux's don't).
+    h.conn.abort();
+    let rst = h.expect(R, ISS + 4, 0);
+    assert_eq!(rst.header.options.timestamps, None);
+}
+
+#[test]
+fn the_echo_follows_last_ack_sent_through_delayed_acks_and_holes() {
+    let mut h = established_with_timestamps();
+    let data = payload(5 * 1460);
+    let mss = 1460u32;
+    let send = |h: &mut Harness, index: u32, tsval: u32| {
+        let range = (index * mss) as usize..((index + 1) * mss) as usize;
+        h.send_data(
+            &with_ts(seg(A, IRS + 1 + index * mss, ISS + 1), tsval, 1),
+            &data[range],
+        );
+    };
+    // Quick-ACK mode aside, two full segments make one ACK; it echoes the earlier one
+    // (RFC 7323 §4.3 case 1), as the second started after Last.ACK.sent.
+    send(&mut h, 0, 200);
+    h.advance(ms(40));
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 1 + mss)), 200);
+    send(&mut h, 1, 210);
+    send(&mut h, 2, 220);
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 1 + 3 * mss)), 210);
+    // Segment 3 is lost; 4 arrives out of order: the duplicate ACK still echoes TS.Recent,
+    // not the segment beyond the hole (case 3).
+    send(&mut h, 4, 240);
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 1 + 3 * mss)), 210);
+    // The retransmission fills the hole: its TSval is echoed.
+    send(&mut h, 3, 250);
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 1 + 5 * mss)), 250);
+    assert_eq!(h.read_all(), data);
+}
+
+#[test]
+fn paws_drops_old_duplicates_and_acks_them() {
+    let mut h = established_with_timestamps();
+    h.send_data(&with_ts(seg(P | A, IRS + 1, ISS + 1), 300, 1), b"new");
+    h.advance(ms(40));
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 4)), 300);
+    // An old segment whose sequence numbers would be acceptable again (wrapped, say).
+    h.send_data(&with_ts(seg(P | A, IRS + 4, ISS + 1), 299, 1), b"old");
+    let ack = h.expect(A, ISS + 1, IRS + 4);
+    assert_eq!(tsecr(&ack), 300);
+    h.expect_nothing();
+    assert_eq!(h.conn.stats().paws_rejected, 1);
+    assert_eq!(h.read_all(), b"new", "the old data was not delivered");
+    // Equal TSvals pass (a burst carries one clock tick).
+    h.send_data(&with_ts(seg(P | A, IRS + 4, ISS + 1), 300, 1), b"abc");
+    h.advance(ms(40));
+    h.expect(A, ISS + 1, IRS + 7);
+    // A RST is not subject to PAWS.
+    h.send(&with_ts(seg(R, IRS + 7, 0), 5, 0));
+    assert_eq!(h.conn.state(), State::Closed);
+}
+
+#[test]
+fn paws_forgets_ts_recent_after_24_days_idle() {
+    let mut h = established_with_timestamps();
+    h.now += Duration::from_secs(25 * 24 * 3600);
+    // The peer's clock may have wrapped its sign bit meanwhile (RFC 7323 §5.5).
+    let old = PEER_TS.wrapping_sub(0x8000_0000);
+    h.send_data(&with_ts(seg(P | A, IRS + 1, ISS + 1), old, 1), b"late");
+    h.advance(ms(40));
+    assert_eq!(tsecr(&h.expect(A, ISS + 1, IRS + 5)), old);
+    assert_eq!(h.conn.stats().paws_rejected, 0);
+}
+
+#[test]
+fn an_echoed_timestamp_measures_the_rtt_of_a_retransmission() {
+    for timestamps in [true, false] {
+        let mut h = if timestamps {
+            established_with_timestamps()
+        } else {
+            established_with_sack()
+        };
+        // The handshake measured 0: SRTT 0, RTO at its floor.
+        assert_eq!(h.conn.stats().srtt, Some(Duration::ZERO));
+        h.conn.send(b"abc").unwrap();
+        h.expect(P | A, ISS + 1, IRS + 1);
+        assert_eq!(h.fire_next_timer(), ms(200));
+        let retransmission = h.expect(P | A, ISS + 1, IRS + 1);
+        h.advance(ms(30));
+        let mut ack = seg(A, IRS + 1, ISS + 4);
+        if let Some(ts) = retransmission.header.options.timestamps {
+            ack = with_ts(ack, PEER_TS + 1, ts.tsval);
+        }
+        h.send(&ack);
+        let srtt = h.conn.stats().srtt;
+        if timestamps {
+            // RFC 6298 §2.3 with R = 30 ms: SRTT = 7/8 · 0 + 1/8 · 30 ms.
+            assert_eq!(srtt, Some(Duration::from_micros(3750)));
+        } else {
+            assert_eq!(
+                srtt,
+                Some(Duration::ZERO),
+                "Karn: no sample without timestamps"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_timestamps_unless_both_syns_carry_them() {
+    // The peer's SYN without them: our SYN-ACK and everything after carry none.
+    let mut syn = seg(S, IRS, 0);
+    syn.options = syn_options(1460, Some(7));
+    let mut h = Harness::server(Config::default(), &syn, ISS);
+    let synack = h.expect(S | A, ISS, IRS + 1);
+    assert_eq!(synack.header.options.timestamps, None);
+    // With them, but switched off here.
+    let syn = with_ts(syn, 7, 0);
+    let config = Config {
+        timestamps: false,
+        ..Config::default()
+    };
+    let mut h = Harness::server(config, &syn, ISS);
+    let synack = h.expect(S | A, ISS, IRS + 1);
+    assert_eq!(synack.header.options.timestamps, None);
+    // Both: the SYN-ACK echoes the SYN's TSval.
+    let mut h = Harness::server(Config::default(), &syn, ISS);
+    let synack = h.expect(S | A, ISS, IRS + 1);
+    assert_eq!(tsecr(&synack), 7);
+}
+
+// ----- TIME-WAIT with timestamps -----
+
+fn time_wait_record(now: Instant) -> TimeWait {
+    TimeWait::new(
+        tuple(),
+        SeqNum(ISS + 2),
+        SeqNum(IRS + 2),
+        100,
+        now,
+        ms(60_000),
+    )
+    .with_timestamps(TimeWaitTimestamps {
+        clock: TimestampClock::new(now, 1000),
+        recent: 500,
+    })
+}
+
+#[test]
+fn time_wait_reopens_for_a_syn_with_a_newer_timestamp_only() {
+    let now = Instant::now();
+    let mut tw = time_wait_record(now);
+    // RFC 6191: the timestamp decides, even when the sequence number is below the old one.
+    assert_eq!(
+        tw.handle_segment(
+            &with_ts(seg(S, IRS.wrapping_sub(50_000), 0), 501, 0),
+            0,
+            now
+        ),
+        TimeWaitOutcome::Reopen
+    );
+    // An older (or equal) TSval is an old duplicate, even with a sequence number past RCV.NXT.
+    for tsval in [499, 500] {
+        let TimeWaitOutcome::Reply(ack) =
+            tw.handle_segment(&with_ts(seg(S, IRS + 50_000, 0), tsval, 0), 0, now)
+        else {
+            panic!("an old SYN gets a challenge ACK");
+        };
+        assert_eq!((ack.flags, ack.seq.0, ack.ack.0), (A, ISS + 2, IRS + 2));
+        assert_eq!(
+            ack.options.timestamps,
+            Some(Timestamps {
+                tsval: 1000,
+                tsecr: 500
+            })
+        );
+    }
+    // Without a timestamp on the SYN, the sequence number decides (RFC 9293 §3.6.1).
+    assert_eq!(
+        tw.handle_segment(&seg(S, IRS + 50_000, 0), 0, now),
+        TimeWaitOutcome::Reopen
+    );
+}
+
+#[test]
+fn time_wait_ignores_rsts_and_paws_drops_old_segments() {
+    let now = Instant::now();
+    let mut tw = time_wait_record(now);
+    let later = now + ms(1000);
+    // RFC 1337: a RST, even an exact one, leaves TIME-WAIT alone.
+    assert_eq!(
+        tw.handle_segment(&seg(R, IRS + 2, 0), 0, later),
+        TimeWaitOutcome::Drop
+    );
+    // An old retransmitted FIN does not restart 2·MSL...
+    let old_fin = with_ts(seg(F | A, IRS + 1, ISS + 2), 400, 0);
+    assert!(matches!(
+        tw.handle_segment(&old_fin, 0, later),
+        TimeWaitOutcome::Reply(_)
+    ));
+    assert_eq!(tw.deadline, now + ms(60_000));
+    // ...a current one does, and its TSval becomes TS.Recent.
+    let fin = with_ts(seg(F | A, IRS + 1, ISS + 2), 600, 0);
+    let TimeWaitOutcome::Reply(ack) = tw.handle_segment(&fin, 0, later) else {
+        panic!("the FIN is acknowledged again");
+    };
+    assert_eq!(tw.deadline, later + ms(60_000));
+    assert_eq!(
+        ack.options.timestamps,
+        Some(Timestamps {
+            tsval: 2000,
+            tsecr: 600
+        })
+    );
 }
