@@ -263,26 +263,36 @@ impl Lab {
     /// Makes namespace B drop each packet it receives or sends with `probability`
     /// (iptables `statistic`). The rules go with the namespace.
     pub fn add_loss(&self, probability: f64) -> Result<()> {
+        self.add_loss_matching(probability, &[])
+    }
+
+    /// Like [`Lab::add_loss`], for the TCP segments to or from `port` only (either end), so
+    /// that ARP and everything else on the link get through.
+    pub fn add_tcp_port_loss(&self, port: u16, probability: f64) -> Result<()> {
+        let port = port.to_string();
+        self.add_loss_matching(
+            probability,
+            &["-p", "tcp", "-m", "multiport", "--ports", &port],
+        )
+    }
+
+    /// One DROP rule on INPUT and one on OUTPUT of B's veth, for packets that also match `filter`.
+    fn add_loss_matching(&self, probability: f64, filter: &[&str]) -> Result<()> {
         let p = format!("{probability}");
         for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
-            self.exec_in(
-                &self.spec.ns_b,
-                &[
-                    "iptables",
-                    "-A",
-                    chain,
-                    dir,
-                    &self.spec.if_b,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &p,
-                    "-j",
-                    "DROP",
-                ],
-            )?;
+            let mut rule = vec!["iptables", "-A", chain, dir, &self.spec.if_b];
+            rule.extend_from_slice(filter);
+            rule.extend_from_slice(&[
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ]);
+            self.exec_in(&self.spec.ns_b, &rule)?;
         }
         Ok(())
     }
@@ -1199,6 +1209,76 @@ pub fn rst_drop_rules(ns: &str) -> Result<Vec<(String, String)>> {
     iptables_rules(ns, &["RST", "DROP"])
 }
 
+/// One connection in `tcpstack ss`'s output: the `ESTAB 0 0 LOCAL PEER` line and the
+/// `key:value` fields (and bare words such as `cubic`, `sack`) of the line under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsEntry {
+    pub state: String,
+    pub recv_q: u64,
+    pub send_q: u64,
+    pub local: SocketAddrV4,
+    pub peer: SocketAddrV4,
+    pub words: Vec<String>,
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+impl SsEntry {
+    /// A numeric field (`cwnd`, `bytes_sent`, ...), or an error naming it.
+    pub fn number(&self, key: &str) -> Result<f64> {
+        self.fields
+            .get(key)
+            .and_then(|v| v.split('/').next()?.parse().ok())
+            .with_context(|| format!("no numeric {key} in {self:?}"))
+    }
+}
+
+/// Parses `tcpstack ss`: a header line, then two lines per connection.
+pub fn parse_ss(text: &str) -> Result<Vec<SsEntry>> {
+    let mut entries = Vec::new();
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    let header = lines.next().unwrap_or_default();
+    if !header.starts_with("State ") {
+        bail!("tcpstack ss printed no header line:\n{text}");
+    }
+    while let Some(line) = lines.next() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [state, recv_q, send_q, local, peer] = f[..] else {
+            bail!("unexpected connection line {line:?} in:\n{text}");
+        };
+        let details = lines
+            .next()
+            .with_context(|| format!("no details under {line:?}"))?;
+        let mut words = Vec::new();
+        let mut fields = std::collections::HashMap::new();
+        for item in details.split_whitespace() {
+            match item.split_once(':') {
+                Some((k, v)) => {
+                    fields.insert(k.to_owned(), v.to_owned());
+                }
+                None => words.push(item.to_owned()),
+            }
+        }
+        entries.push(SsEntry {
+            state: state.to_owned(),
+            recv_q: recv_q.parse()?,
+            send_q: send_q.parse()?,
+            local: local.parse()?,
+            peer: peer.parse()?,
+            words,
+            fields,
+        });
+    }
+    Ok(entries)
+}
+
+impl Lab {
+    /// `tcpstack ss --control PATH` in namespace A, parsed.
+    pub fn ss(&self, control: &Path) -> Result<Vec<SsEntry>> {
+        let out = run(&mut self.tcpstack(&["ss", "--control", &control.to_string_lossy()]))?;
+        parse_ss(&out)
+    }
+}
+
 /// The port tcpstack's echo app serves on in the tests.
 pub const ECHO_PORT: u16 = 7;
 
@@ -1257,6 +1337,23 @@ mod tests {
             Segment::parse("1732233600.1 ARP, Request who-has 198.19.3.1"),
             None
         );
+    }
+
+    #[test]
+    fn parses_tcpstack_ss() {
+        let text = "State Recv-Q Send-Q Local-Address:Port Peer-Address:Port\n\
+                    ESTAB 0 2896 198.19.3.1:7 198.19.3.2:41234\n\
+                    \t cubic sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 retrans:3\n";
+        let entries = parse_ss(text).expect("parses");
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!((e.state.as_str(), e.recv_q, e.send_q), ("ESTAB", 0, 2896));
+        assert_eq!(e.peer, "198.19.3.2:41234".parse().unwrap());
+        assert_eq!(e.words, ["cubic", "sack"]);
+        assert_eq!(e.number("rtt").unwrap(), 0.5);
+        assert_eq!(e.number("cwnd").unwrap(), 10.0);
+        assert!(e.number("ssthresh").is_err());
+        assert!(parse_ss("garbage").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ backend_tests!(
     curl_fetches_ten_megabytes_intact,
     fetch_from_a_kernel_http_server,
     bench_rr_against_a_kernel_echo_server,
+    ss_lists_a_kernel_peers_connection,
 );
 
 const HTTP_PORT: u16 = 8080;
@@ -334,5 +335,74 @@ fn bench_rr_against_a_kernel_echo_server(backend: Backend) -> Result<()> {
             ensure!(number(&report, "/connect_latency/count")? > 0, "{report}");
         }
     }
+    Ok(())
+}
+
+/// `tcpstack ss` asks a running echo server through its control socket: the kernel peer's
+/// connection is listed as ESTAB with the bytes it echoed and plausible RTT, MSS and window
+/// figures; once the server is stopped the socket is gone and ss says no server answers there.
+fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
+    const BYTES: usize = 100_000;
+    let lab = Lab::new()?;
+    let control = lab.dir.join("control.sock");
+    let mut server = lab.serve(
+        backend,
+        ECHO_PORT,
+        &["--app", "echo", "--control", &control.to_string_lossy()],
+    )?;
+    let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
+    let client = match stream.local_addr()? {
+        std::net::SocketAddr::V4(a) => a,
+        other => anyhow::bail!("not IPv4: {other}"),
+    };
+    let data = pattern(BYTES, 41);
+    ensure!(
+        exchange(&stream, &data, false, BYTES)? == data,
+        "the echo differs"
+    );
+
+    let entries = lab.ss(&control)?;
+    let entry = entries
+        .iter()
+        .find(|e| e.peer == client)
+        .with_context(|| format!("no connection from {client} in {entries:?}"))?;
+    ensure!(
+        entry.state == "ESTAB" && entry.local == server.listen,
+        "{entry:?}"
+    );
+    ensure!(entry.number("bytes_received")? == BYTES as f64, "{entry:?}");
+    ensure!(entry.number("bytes_sent")? >= BYTES as f64, "{entry:?}");
+    let mss = entry.number("mss")?;
+    ensure!((536.0..=1460.0).contains(&mss), "mss {mss}: {entry:?}");
+    ensure!(entry.number("cwnd")? >= 2.0, "{entry:?}");
+    let rtt_ms = entry.number("rtt")?;
+    ensure!(rtt_ms > 0.0 && rtt_ms < 200.0, "rtt {rtt_ms} ms: {entry:?}");
+    ensure!(entry.number("rto")? >= 200.0, "{entry:?}");
+    ensure!(
+        entry.number("segs_in")? >= (BYTES / 1460) as f64,
+        "{entry:?}"
+    );
+    ensure!(
+        entry.words.iter().any(|w| w == "sack") && entry.fields.contains_key("wscale"),
+        "the kernel offers SACK and window scaling: {entry:?}"
+    );
+    println!("{backend}: tcpstack ss lists {entry:?}");
+
+    server.assert_running()?;
+    drop(stream);
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    ensure!(!control.exists(), "the control socket outlived the server");
+    let gone = lab
+        .tcpstack(&["ss", "--control", &control.to_string_lossy()])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    ensure!(
+        !gone.status.success()
+            && stderr.contains(&control.display().to_string())
+            && stderr.contains("tcpstack serve"),
+        "ss without a server: {} {stderr}",
+        gone.status
+    );
     Ok(())
 }
