@@ -263,12 +263,14 @@ impl Lab {
     /// Makes namespace B drop each packet it receives or sends with `probability`
     /// (iptables `statistic`). The rules go with the namespace.
     pub fn add_loss(&self, probability: f64) -> Result<()> {
-        self.add_loss_matching(probability, &[])
+        self.add_loss_matching(probability, &[])?.keep();
+        Ok(())
     }
 
     /// Like [`Lab::add_loss`], for the TCP segments to or from `port` only (either end), so
-    /// that ARP and everything else on the link get through.
-    pub fn add_tcp_port_loss(&self, port: u16, probability: f64) -> Result<()> {
+    /// that ARP and everything else on the link get through. The rules last until the returned
+    /// guard drops (or the namespace goes).
+    pub fn add_tcp_port_loss(&self, port: u16, probability: f64) -> Result<LossRules> {
         let port = port.to_string();
         self.add_loss_matching(
             probability,
@@ -277,24 +279,28 @@ impl Lab {
     }
 
     /// One DROP rule on INPUT and one on OUTPUT of B's veth, for packets that also match `filter`.
-    fn add_loss_matching(&self, probability: f64, filter: &[&str]) -> Result<()> {
+    fn add_loss_matching(&self, probability: f64, filter: &[&str]) -> Result<LossRules> {
         let p = format!("{probability}");
+        let mut added = LossRules {
+            ns: self.spec.ns_b.clone(),
+            rules: Vec::new(),
+        };
         for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
-            let mut rule = vec!["iptables", "-A", chain, dir, &self.spec.if_b];
-            rule.extend_from_slice(filter);
-            rule.extend_from_slice(&[
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                "DROP",
-            ]);
-            self.exec_in(&self.spec.ns_b, &rule)?;
+            let statistic = ["-m", "statistic", "--mode", "random", "--probability", &p];
+            let rule: Vec<&str> = [chain, dir, &self.spec.if_b]
+                .into_iter()
+                .chain(filter.iter().copied())
+                .chain(statistic)
+                .chain(["-j", "DROP"])
+                .collect();
+            let mut add = vec!["iptables", "-A"];
+            add.extend(&rule);
+            self.exec_in(&self.spec.ns_b, &add)?;
+            added
+                .rules
+                .push(rule.into_iter().map(str::to_owned).collect());
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Starts tcpdump on `iface` in `ns` (`filter` in pcap syntax) and waits until it captures.
@@ -1276,6 +1282,34 @@ impl Lab {
     pub fn ss(&self, control: &Path) -> Result<Vec<SsEntry>> {
         let out = run(&mut self.tcpstack(&["ss", "--control", &control.to_string_lossy()]))?;
         parse_ss(&out)
+    }
+}
+
+/// Loss rules added by [`Lab::add_tcp_port_loss`]; dropping this deletes them (best effort:
+/// deleting the namespace removes them anyway).
+#[must_use = "the loss rules are deleted when this guard drops"]
+pub struct LossRules {
+    ns: String,
+    /// Each rule's arguments after `iptables -A`.
+    rules: Vec<Vec<String>>,
+}
+
+impl LossRules {
+    /// Leaves the rules in place for the rest of the namespace's life.
+    pub fn keep(mut self) {
+        self.rules.clear();
+    }
+}
+
+impl Drop for LossRules {
+    fn drop(&mut self) {
+        for rule in self.rules.drain(..) {
+            let mut args = vec!["iptables", "-D"];
+            args.extend(rule.iter().map(String::as_str));
+            if let Err(e) = exec_in(&self.ns, &args) {
+                eprintln!("removing a loss rule in {}: {e:#}", self.ns);
+            }
+        }
     }
 }
 

@@ -267,7 +267,7 @@ fn echo_under_loss(backend: Backend, probability: f64, len: usize) -> Result<()>
         ECHO_PORT,
         &["--app", "echo", "--control", &control.to_string_lossy()],
     )?;
-    lab.add_tcp_port_loss(ECHO_PORT, probability)?;
+    let _loss = lab.add_tcp_port_loss(ECHO_PORT, probability)?;
     let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
     let client = local_v4(&stream)?;
     let data = pattern(len, len as u64 ^ (probability * 1e4) as u64);

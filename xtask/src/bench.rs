@@ -4,7 +4,9 @@
 //! serves the same load from the kernel's TCP first, then from `tcpstack serve --backend xdp`,
 //! then `--backend raw`: iperf3 bulk (both directions, 1 and 4 streams), 1-byte
 //! request/response and connect-request-response-close (`tcpstack bench`), server CPU per GB
-//! and per 10k connections, server memory with 10 000 idle connections. The medians over the
+//! and per 10k connections, server memory with 10 000 idle connections, and one-stream iperf3
+//! each way with 1 % and 3 % random loss in both directions of the link (iptables `statistic`
+//! in the peer's namespace; kernel and xdp only, once with `--quick`). The medians over the
 //! rounds, and tcpstack / kernel for each row, go to the terminal, `target/bench/report.json`,
 //! `target/bench/report.svg` and a README snippet. A tcpstack row that fails shows as
 //! `failed: <reason>` and the rest goes on.
@@ -66,6 +68,8 @@ struct Plan {
     rounds: usize,
     /// Rounds (from the first) that also measure memory with idle connections.
     idle_rounds: usize,
+    /// Rounds (from the first) that also measure bulk transfers under loss.
+    loss_rounds: usize,
     load: Load,
 }
 
@@ -88,6 +92,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let plan = Plan {
         rounds,
         idle_rounds: if args.quick { 1 } else { rounds },
+        loss_rounds: if args.quick { 1 } else { rounds },
         load: Load {
             bulk_secs: if args.quick { 2 } else { 10 },
             rr_secs: if args.quick { 2 } else { 10 },
@@ -203,6 +208,12 @@ fn measure(lab: &Lab, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Re
                 idle_row(lab, tcpstack, &plan.load, target, &label, results)?;
             }
         }
+        if round <= plan.loss_rounds {
+            for target in [Target::Kernel, Target::Xdp] {
+                let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
+                loss_rows(lab, tcpstack, &plan.load, target, &label, results)?;
+            }
+        }
     }
     Ok(commands)
 }
@@ -310,6 +321,79 @@ fn bulk_rows(
             &format!("an iperf3 run failed: {why}"),
         ),
     }
+    Ok(())
+}
+
+/// The loss rates of the loss rows, with their rows: client->server, then -R.
+const LOSS_RUNS: [(f64, &str, &str); 2] = [
+    (0.01, report::LOSS1_UP, report::LOSS1_DOWN),
+    (0.03, report::LOSS3_UP, report::LOSS3_DOWN),
+];
+
+/// iperf3 with one stream each way while iptables in the peer's namespace drops each segment of
+/// the iperf3 port with the given probability, arriving and leaving (so data and ACKs are lost
+/// in both directions).
+fn loss_rows(
+    lab: &Lab,
+    tcpstack: &Path,
+    load: &Load,
+    target: Target,
+    label: &str,
+    results: &mut Results,
+) -> Result<()> {
+    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
+        Ok(server) => server,
+        Err(error) => {
+            check_interrupt()?;
+            let why = reason(&error);
+            step(&format!("{label} iperf3 server (loss rows) failed: {why}"));
+            for (_, up, down) in LOSS_RUNS {
+                results.fail(up, target, &why);
+                results.fail(down, target, &why);
+            }
+            return Ok(());
+        }
+    };
+    let mut wedged: Option<String> = None;
+    for (probability, up, down) in LOSS_RUNS {
+        let rules = lab
+            .add_tcp_port_loss(load::IPERF3_PORT, probability)
+            .context("adding the loss rules")?;
+        for (row, reverse) in [(up, false), (down, true)] {
+            if let Some(why) = &wedged {
+                results.fail(row, target, why);
+                continue;
+            }
+            pause(Duration::from_millis(300))?;
+            let measured = server
+                .check_alive()
+                .and_then(|()| load::iperf3(lab, load, 1, reverse));
+            check_interrupt()?;
+            let direction = if reverse { "-R" } else { "  " };
+            let percent = probability * 100.0;
+            match measured {
+                Ok(bulk) => {
+                    step(&format!(
+                        "{label} iperf3 {direction} {percent} % loss: {:.2} Gbit/s",
+                        bulk.bits_per_second / 1e9
+                    ));
+                    results.record(row, target, bulk.bits_per_second / 1e9);
+                }
+                Err(error) => {
+                    let why = reason(&error);
+                    step(&format!(
+                        "{label} iperf3 {direction} {percent} % loss: failed: {why}"
+                    ));
+                    results.fail(row, target, &why);
+                    if procs::hung(&error) {
+                        wedged = Some(format!("skipped: an earlier iperf3 run hung: {why}"));
+                    }
+                }
+            }
+        }
+        drop(rules);
+    }
+    server.stop();
     Ok(())
 }
 

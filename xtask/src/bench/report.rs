@@ -70,6 +70,10 @@ pub const CONNECT_P99: &str = "connect_p99";
 pub const CPU_PER_GB: &str = "cpu_per_gb";
 pub const CPU_PER_10K: &str = "cpu_per_10k_conns";
 pub const IDLE_RSS: &str = "idle_rss";
+pub const LOSS1_UP: &str = "loss1_up";
+pub const LOSS1_DOWN: &str = "loss1_down";
+pub const LOSS3_UP: &str = "loss3_up";
+pub const LOSS3_DOWN: &str = "loss3_down";
 
 pub const ROWS: &[RowSpec] = &[
     row(
@@ -139,6 +143,30 @@ pub const ROWS: &[RowSpec] = &[
         "server RSS, 10 000 idle connections",
         "MB",
         Better::Lower,
+    ),
+    row(
+        LOSS1_UP,
+        "iperf3 client->server, 1 % loss each way",
+        "Gbit/s",
+        Better::Higher,
+    ),
+    row(
+        LOSS1_DOWN,
+        "iperf3 -R server->client, 1 % loss each way",
+        "Gbit/s",
+        Better::Higher,
+    ),
+    row(
+        LOSS3_UP,
+        "iperf3 client->server, 3 % loss each way",
+        "Gbit/s",
+        Better::Higher,
+    ),
+    row(
+        LOSS3_DOWN,
+        "iperf3 -R server->client, 3 % loss each way",
+        "Gbit/s",
+        Better::Higher,
     ),
 ];
 
@@ -495,7 +523,9 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
          clients in namespace B: `iperf3 -c -J` for bulk throughput, `tcpstack bench --backend \
          kernel --mode rr|crr` (the kernel's TCP as the client) for request/response and \
          connection rates (a small epoll echo server on the kernel's TCP is the kernel side), \
-         /proc for the server's CPU time and memory. It prints the medians \
+         /proc for the server's CPU time and memory, and one iperf3 stream each way while \
+         iptables `statistic` in namespace B drops 1 % or 3 % of the segments of the iperf3 \
+         port in both directions (kernel and xdp only). It prints the medians \
          and writes `target/bench/report.json` and `target/bench/report.svg`. \
          The full run (5 rounds of 10 s tests) takes about 20 minutes, `cargo xtask bench \
          --quick` (2 rounds of 2 s tests) under three; `--rounds N` and `--no-build` adjust it.\n"
