@@ -25,6 +25,9 @@ use crate::wire::{
 const DEFAULT_PEER_MSS: u16 = 536;
 /// Smallest send MSS we accept from a peer (Linux's tcp_min_snd_mss).
 const MIN_SEND_MSS: u32 = 48;
+/// In-order segments acknowledged at once in quick-ACK mode, at the start and after the peer
+/// fell silent (Linux's TCP_MAX_QUICKACKS).
+const QUICK_ACKS: u32 = 16;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 const DUP_ACK_THRESHOLD: u32 = 3;
 /// One-off control segments (challenge ACKs, probes, RSTs) queued at most; more are dropped, which
@@ -149,6 +152,11 @@ pub struct Connection {
     /// The peer's full-sized segment as seen so far (Linux's rcv_mss): the largest payload
     /// received, starting from the 536-byte default and capped by the MSS we announced.
     rcv_mss: u32,
+    /// Segments left to acknowledge without delay (Linux's quick-ACK mode), so the peer's slow
+    /// start is not held back by delayed ACKs.
+    quick_acks: u32,
+    /// When the last in-order data arrived: a gap longer than the RTO restarts quick-ACK mode.
+    last_data_received: Option<Instant>,
     fast_retransmit_pending: bool,
     /// The persist timer fired with a non-zero window: send despite sender SWS avoidance.
     sws_override: bool,
@@ -240,6 +248,8 @@ impl Connection {
             ack_pending: false,
             unacked_bytes: 0,
             rcv_mss: u32::from(DEFAULT_PEER_MSS.min(config.mss)),
+            quick_acks: QUICK_ACKS,
+            last_data_received: None,
             fast_retransmit_pending: false,
             sws_override: false,
             control: VecDeque::with_capacity(MAX_CONTROL_QUEUE),
@@ -909,9 +919,20 @@ impl Connection {
                     self.rcv_nxt += advanced;
                     self.push_event(Event::Readable);
                     self.unacked_bytes = self.unacked_bytes.saturating_add(advanced as u32);
+                    // The peer was silent longer than an RTO: it restarts from a small window,
+                    // ACK it quickly again (Linux's tcp_event_data_recv).
+                    if self
+                        .last_data_received
+                        .is_some_and(|at| now.saturating_duration_since(at) > self.rtt.rto())
+                    {
+                        self.quick_acks = QUICK_ACKS;
+                    }
+                    self.last_data_received = Some(now);
                     // RFC 5681 §4.2: ACK at least every second full-sized segment; at once
-                    // when a segment fills (part of) a hole.
-                    if had_holes || self.unacked_bytes >= 2 * self.rcv_mss {
+                    // when a segment fills (part of) a hole, and in quick-ACK mode.
+                    let quick = self.quick_acks > 0;
+                    self.quick_acks = self.quick_acks.saturating_sub(1);
+                    if quick || had_holes || self.unacked_bytes >= 2 * self.rcv_mss {
                         self.ack_pending = true;
                     } else if self.timers.delayed_ack.is_none() {
                         self.timers.delayed_ack = Some(now + self.config.delayed_ack);

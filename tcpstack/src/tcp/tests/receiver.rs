@@ -415,3 +415,50 @@ fn time_wait_ignores_rsts_and_paws_drops_old_segments() {
         })
     );
 }
+
+// ----- when to acknowledge (RFC 5681 §4.2, Linux's quick-ACK mode) -----
+
+#[test]
+fn quick_ack_mode_acks_the_first_sixteen_segments_at_once_and_again_after_silence() {
+    let mut h = Harness::established();
+    let mut next = IRS + 1;
+    for _ in 0..16 {
+        h.send_data(&seg(A, next, ISS + 1), b"x");
+        next += 1;
+        h.expect(A, ISS + 1, next);
+    }
+    // Then delayed ACKs: one small segment waits for the timer.
+    h.send_data(&seg(A, next, ISS + 1), b"x");
+    next += 1;
+    h.expect_nothing();
+    h.advance(ms(40));
+    h.expect(A, ISS + 1, next);
+    // The peer falls silent for longer than the RTO (200 ms here): quick-ACK mode again.
+    h.advance(ms(300));
+    for _ in 0..16 {
+        h.send_data(&seg(A, next, ISS + 1), b"x");
+        next += 1;
+        h.expect(A, ISS + 1, next);
+    }
+    h.send_data(&seg(A, next, ISS + 1), b"x");
+    h.expect_nothing();
+}
+
+#[test]
+fn out_of_order_data_and_a_filled_hole_are_acked_at_once_outside_quick_ack_mode() {
+    let mut h = super::data::past_quick_acks();
+    let data = payload(300);
+    // In order: delayed.
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &data[..100]);
+    h.expect_nothing();
+    // Out of order: a duplicate ACK at once (which also carries the pending ACK).
+    h.send_data(&seg(A, IRS + 201, ISS + 1), &data[200..]);
+    h.expect(A, ISS + 1, IRS + 101);
+    h.expect_nothing();
+    // The hole fills: at once.
+    h.send_data(&seg(A, IRS + 101, ISS + 1), &data[100..200]);
+    h.expect(A, ISS + 1, IRS + 301);
+    h.expect_nothing();
+    assert_eq!(h.conn.poll_timeout(), None);
+    assert_eq!(h.read_all(), data);
+}
