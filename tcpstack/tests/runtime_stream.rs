@@ -211,6 +211,24 @@ async fn zero_linger_drop_resets_the_peer() {
 }
 
 #[tokio::test]
+async fn dropping_a_stream_with_unread_data_resets_the_peer() {
+    let (server, client) = stacks();
+    let listener = TcpListener::bind(&server, server_addr(80)).unwrap();
+    within(20, async {
+        let mut stream = TcpStream::connect(&client, server_addr(80)).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        stream.write_all(b"never read").await.unwrap();
+        while accepted.info().map(|info| info.recv_queue).unwrap_or(0) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(accepted);
+        let error = stream.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn connecting_to_a_closed_port_is_refused() {
     let (_server, client) = stacks();
     let error = within(10, TcpStream::connect(&client, server_addr(81)))
