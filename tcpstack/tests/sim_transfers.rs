@@ -51,6 +51,7 @@ fn random_link(rng: &mut SmallRng) -> LinkConfig {
         reorder: impairment(rng),
         reorder_delay: delay * 2,
         corrupt: impairment(rng),
+        drop_pattern: None,
     }
 }
 

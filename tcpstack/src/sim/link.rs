@@ -25,6 +25,23 @@ pub struct LinkConfig {
     /// Fraction of packets with one bit flipped. One flip is always caught by the Internet
     /// checksum; several can cancel out, so the simulator never makes more than one.
     pub corrupt: f64,
+    /// Scripted losses on top of the random ones.
+    pub drop_pattern: Option<DropPattern>,
+}
+
+/// Deterministic loss: the packets handed to the link are numbered from 0, and packet `n` is
+/// dropped when `n % period` is one of `offsets` (and `n >= period`, so that the handshake
+/// and the first window pass).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropPattern {
+    pub period: u64,
+    pub offsets: Vec<u64>,
+}
+
+impl DropPattern {
+    fn drops(&self, n: u64) -> bool {
+        self.period > 0 && n >= self.period && self.offsets.contains(&(n % self.period))
+    }
 }
 
 impl Default for LinkConfig {
@@ -39,6 +56,7 @@ impl Default for LinkConfig {
             reorder: 0.0,
             reorder_delay: Duration::from_millis(10),
             corrupt: 0.0,
+            drop_pattern: None,
         }
     }
 }
@@ -130,7 +148,17 @@ impl Link {
 
     /// Hands a packet to the link at `now`.
     pub fn send(&mut self, now: Instant, packet: &[u8]) {
+        let n = self.stats.sent;
         self.stats.sent += 1;
+        if self
+            .config
+            .drop_pattern
+            .as_ref()
+            .is_some_and(|pattern| pattern.drops(n))
+        {
+            self.stats.lost += 1;
+            return;
+        }
         if self.chance(self.config.loss) {
             self.stats.lost += 1;
             return;

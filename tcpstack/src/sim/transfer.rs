@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::link::{LinkConfig, LinkStats};
 use super::network::{Network, SERVER_ADDR};
 use crate::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, EndpointEvent, EndpointStats};
-use crate::tcp::{ConnectionError, Event};
+use crate::tcp::{ConnectionError, ConnectionStats, Event};
 
 pub const SERVER_PORT: u16 = 5201;
 
@@ -70,6 +70,9 @@ pub struct TransferReport {
     pub transfer_time: Duration,
     pub client: EndpointStats,
     pub server: EndpointStats,
+    /// Each side's connection counters as last seen before its endpoint freed it.
+    pub client_connection: ConnectionStats,
+    pub server_connection: ConnectionStats,
     pub to_server: LinkStats,
     pub to_client: LinkStats,
     pub steps: u64,
@@ -124,6 +127,8 @@ struct App {
     read_budget: Option<usize>,
     /// The last read stopped because the budget ran out, not because the data did.
     throttled: bool,
+    /// The connection's counters, refreshed after every step while it exists.
+    connection_stats: ConnectionStats,
 }
 
 impl App {
@@ -146,6 +151,7 @@ impl App {
             closed: false,
             read_budget: None,
             throttled: false,
+            connection_stats: ConnectionStats::default(),
         }
     }
 
@@ -159,6 +165,12 @@ impl App {
                 conn.stats()
             ),
             None => "[no connection]".into(),
+        }
+    }
+
+    fn record_stats(&mut self, endpoint: &Endpoint) {
+        if let Some(conn) = self.handle.and_then(|h| endpoint.connection(h)) {
+            self.connection_stats = conn.stats();
         }
     }
 
@@ -415,6 +427,8 @@ pub fn run_transfer(config: &TransferConfig) -> Result<TransferReport, TransferE
                 ),
             ));
         }
+        client.record_stats(&net.client);
+        server.record_stats(&net.server);
         steps += 1;
     }
     check_delivery("client to server", &client, &server)?;
@@ -427,6 +441,8 @@ pub fn run_transfer(config: &TransferConfig) -> Result<TransferReport, TransferE
         transfer_time: transfer_time.unwrap_or_default(),
         client: net.client.stats(),
         server: net.server.stats(),
+        client_connection: client.connection_stats,
+        server_connection: server.connection_stats,
         to_server: net.to_server.stats(),
         to_client: net.to_client.stats(),
         steps,

@@ -731,7 +731,7 @@ impl Connection {
             let flight = self.snd_nxt - self.snd_una;
             if self.in_recovery {
                 if ack >= self.recover {
-                    self.exit_recovery(flight);
+                    self.exit_recovery();
                 } else if !self.sack_recovery {
                     // RFC 6582 §3.2 step 5: retransmit the next hole (cwnd comes from PRR).
                     self.fast_retransmit_pending = true;
@@ -843,8 +843,8 @@ impl Connection {
         self.stats.fast_retransmits += 1;
     }
 
-    fn exit_recovery(&mut self, flight: u32) {
-        self.cc.on_recovery_exit(flight);
+    fn exit_recovery(&mut self) {
+        self.cc.on_recovery_exit();
         self.in_recovery = false;
         self.sack_recovery = false;
         self.prr = None;
@@ -1824,6 +1824,12 @@ impl Connection {
         self.ack_pending = false;
         self.fast_retransmit_pending = false;
         self.push_event(Event::Closed);
+    }
+
+    /// The SACKed ranges on the scoreboard.
+    #[cfg(test)]
+    pub(crate) fn sacked(&self) -> &[crate::wire::SackBlock] {
+        self.scoreboard.sacked()
     }
 
     /// Internal invariants, checked by the property tests after every step.

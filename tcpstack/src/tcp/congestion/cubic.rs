@@ -240,10 +240,9 @@ impl CongestionControl for Cubic {
         self.cwnd = self.cwnd.max(self.smss());
     }
 
-    fn on_recovery_exit(&mut self, flight: u32) {
-        // RFC 6582 §3.2 step 6, option 1; the next ACK starts a new epoch from here.
-        let deflated = f64::from(flight.max(self.mss)) + self.smss();
-        self.cwnd = f64::from(self.ssthresh).min(deflated);
+    fn on_recovery_exit(&mut self) {
+        // RFC 6937 §3.1: cwnd = ssthresh; the next ACK starts a new epoch from here.
+        self.cwnd = f64::from(self.ssthresh);
         self.epoch = None;
     }
 
@@ -415,7 +414,7 @@ mod tests {
         let mut cc = Cubic::new(MSS);
         cc.cwnd = f64::from(w_max_segments * MSS);
         cc.on_fast_retransmit(w_max_segments * MSS, now);
-        cc.on_recovery_exit(w_max_segments * MSS);
+        cc.on_recovery_exit();
         cc
     }
 
@@ -430,7 +429,7 @@ mod tests {
         assert_eq!(cc.w_max, Some(100.0 * SEG));
         cc.on_dup_ack();
         assert_eq!(cc.window(), 74 * MSS);
-        cc.on_recovery_exit(90 * MSS);
+        cc.on_recovery_exit();
         assert_eq!(cc.window(), 70 * MSS);
         // ssthresh never falls below 2·SMSS.
         cc.on_fast_retransmit(MSS, now);
@@ -573,7 +572,7 @@ mod tests {
         cc.cwnd = 100.0 * SEG;
         cc.ssthresh = 120 * MSS;
         cc.on_fast_retransmit(100 * MSS, now);
-        cc.on_recovery_exit(70 * MSS);
+        cc.on_recovery_exit();
         cc.on_spurious_congestion();
         assert_eq!((cc.window(), cc.ssthresh()), (100 * MSS, 120 * MSS));
         assert_eq!(cc.w_max, None);
@@ -692,7 +691,7 @@ mod tests {
         FastRetransmit(u32),
         DupAck,
         PartialAck(u32),
-        RecoveryExit(u32),
+        RecoveryExit,
         Rto(u32),
         Undo,
         SetMss(u32),
@@ -705,7 +704,7 @@ mod tests {
             any::<u32>().prop_map(Op::FastRetransmit),
             Just(Op::DupAck),
             any::<u32>().prop_map(Op::PartialAck),
-            any::<u32>().prop_map(Op::RecoveryExit),
+            Just(Op::RecoveryExit),
             any::<u32>().prop_map(Op::Rto),
             Just(Op::Undo),
             any::<u32>().prop_map(Op::SetMss),
@@ -727,7 +726,7 @@ mod tests {
                     Op::FastRetransmit(flight) => cc.on_fast_retransmit(flight, start),
                     Op::DupAck => cc.on_dup_ack(),
                     Op::PartialAck(acked) => cc.on_partial_ack(acked),
-                    Op::RecoveryExit(flight) => cc.on_recovery_exit(flight),
+                    Op::RecoveryExit => cc.on_recovery_exit(),
                     Op::Rto(flight) => cc.on_rto(flight, start),
                     Op::Undo => cc.on_spurious_congestion(),
                     Op::SetMss(mss) => cc.set_mss(mss),

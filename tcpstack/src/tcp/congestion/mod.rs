@@ -27,8 +27,9 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn on_dup_ack(&mut self);
     /// A partial ACK during fast recovery (RFC 6582 §3.2 step 5).
     fn on_partial_ack(&mut self, acked: u32);
-    /// A full ACK ends fast recovery (RFC 6582 §3.2 step 6).
-    fn on_recovery_exit(&mut self, flight: u32);
+    /// A full ACK ends fast recovery: cwnd = ssthresh (RFC 6937 §3.1, as Linux; PRR has
+    /// brought the flight down to it, so RFC 6582's burst guard is not needed).
+    fn on_recovery_exit(&mut self);
     /// The retransmission timer expired (RFC 5681 §3.1, equations 4 and 5).
     fn on_rto(&mut self, flight: u32, now: Instant);
     /// A round-trip time measurement, taken on every ACK that yields one (Karn's rule applied).

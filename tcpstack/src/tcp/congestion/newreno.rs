@@ -94,9 +94,9 @@ impl CongestionControl for NewReno {
         self.cwnd = self.cwnd.max(self.mss);
     }
 
-    fn on_recovery_exit(&mut self, flight: u32) {
-        // RFC 6582 step 6, option 1: min(ssthresh, max(FlightSize, SMSS) + SMSS).
-        self.cwnd = self.ssthresh.min(flight.max(self.mss) + self.mss);
+    fn on_recovery_exit(&mut self) {
+        // RFC 6937 §3.1: PRR has brought the flight down to ssthresh; cwnd = ssthresh.
+        self.cwnd = self.ssthresh;
         self.bytes_acked = 0;
     }
 
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(cc.window(), 9 * MSS);
         cc.on_partial_ack(3 * MSS);
         assert_eq!(cc.window(), 7 * MSS);
-        cc.on_recovery_exit(6 * MSS);
+        cc.on_recovery_exit();
         assert_eq!(cc.window(), 5 * MSS);
         cc.on_fast_retransmit(MSS, now);
         assert_eq!(cc.ssthresh(), 2 * MSS, "ssthresh is never below 2·SMSS");

@@ -27,6 +27,7 @@ mod lossy;
 mod pair;
 mod props;
 mod receiver;
+mod recovery;
 mod timers;
 
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -185,9 +185,9 @@ fn fast_retransmit_and_newreno_partial_acks() {
     assert_eq!(&s.payload[..], &data[3 * MSS as usize..4 * MSS as usize]);
     h.expect_nothing();
     // Full ACK up to `recover` (the twelve first segments): leave recovery with
-    // cwnd = min(ssthresh, flight + SMSS).
+    // cwnd = ssthresh (RFC 6937 §3.1).
     h.send(&seg(A, IRS + 1, ISS + 1 + 12 * MSS));
-    assert_eq!(h.conn.stats().cwnd, 3 * MSS);
+    assert_eq!(h.conn.stats().cwnd, 6 * MSS);
     let stats = h.conn.stats();
     assert_eq!(
         (stats.fast_retransmits, stats.retransmits, stats.rtos),
