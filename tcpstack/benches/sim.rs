@@ -1,11 +1,14 @@
 //! Simulator throughput: MB of simulated transfer per CPU second, and the Mbit/s the simulated
-//! link achieved in virtual time, for a few link settings. Printed, never asserted.
+//! link achieved in virtual time, for a few link settings; then the goodput of a 16 MB transfer
+//! under random loss for NewReno without SACK, NewReno with SACK and CUBIC with SACK (issue 5).
+//! Printed, never asserted.
 //!
-//! `cargo bench -p tcpstack --bench sim`
+//! `cargo bench -p tcpstack --bench sim` (`-- loss` for the loss table only)
 
 use std::time::Duration;
 
 use tcpstack::sim::{run_transfer, LinkConfig, TransferConfig};
+use tcpstack::tcp::CongestionAlgorithm;
 
 /// CPU time this process has used so far.
 fn cpu_time() -> Duration {
@@ -20,6 +23,64 @@ fn cpu_time() -> Duration {
 }
 
 fn main() {
+    if std::env::args().skip(1).all(|arg| arg != "loss") {
+        throughput();
+    }
+    loss_table();
+}
+
+/// Goodput (application bytes over virtual transfer time) of 16 MB one way over 100 Mbit/s with
+/// a 100-packet bottleneck queue, the loss rate applied in both directions, one seed per cell.
+fn loss_table() {
+    let bytes = 16usize << 20;
+    let variants = [
+        ("NewReno", false, CongestionAlgorithm::NewReno),
+        ("NewReno+SACK", true, CongestionAlgorithm::NewReno),
+        ("CUBIC+SACK", true, CongestionAlgorithm::Cubic),
+    ];
+    println!();
+    println!("goodput of a 16 MB transfer, Mbit/s (RTOs), 100 Mbit/s link, 100-packet queue, 4 MB buffers");
+    print!("{:<6} {:>6}", "RTT", "loss %");
+    for (name, _, _) in &variants {
+        print!(" {name:>18}");
+    }
+    println!();
+    for rtt_ms in [1u64, 50] {
+        for loss in [0.0, 0.001, 0.01, 0.03, 0.05, 0.10] {
+            print!("{:<6} {:>6}", format!("{rtt_ms} ms"), loss * 100.0);
+            for (_, sack, congestion) in variants {
+                let link = LinkConfig {
+                    delay: Duration::from_micros(rtt_ms * 500),
+                    bandwidth_bps: Some(100_000_000),
+                    queue_packets: 100,
+                    loss,
+                    ..LinkConfig::default()
+                };
+                let mut config = TransferConfig::new(1, link, bytes, 0);
+                let connection = &mut config.endpoint.connection;
+                connection.sack = sack;
+                connection.congestion = congestion;
+                connection.send_buffer = 4 << 20;
+                connection.recv_buffer = 4 << 20;
+                match run_transfer(&config) {
+                    Ok(report) => {
+                        let secs = report.transfer_time.as_secs_f64().max(f64::MIN_POSITIVE);
+                        let cell = format!(
+                            "{:.1} ({})",
+                            bytes as f64 * 8.0 / secs / 1e6,
+                            report.client_connection.rtos
+                        );
+                        print!(" {cell:>18}");
+                    }
+                    Err(error) => print!(" {:>18}", format!("failed: {error}")),
+                }
+            }
+            println!();
+        }
+    }
+}
+
+fn throughput() {
     let megabytes = 16usize;
     let bytes = megabytes << 20;
     let cases = [

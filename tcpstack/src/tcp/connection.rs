@@ -1220,10 +1220,13 @@ impl Connection {
                 Some(NextSeg::Retransmit { start, len }) => {
                     return Some(self.retransmit(start, start + len, false, now));
                 }
-                Some(NextSeg::Rescue { start, len }) => {
+                // Only for a tail with nothing unsent behind it: when the peer's window holds
+                // new data back, the SACKs for the tail are still to come (like Linux, which
+                // has no rescue retransmission at all).
+                Some(NextSeg::Rescue { start, len }) if self.tx_next >= self.fin_seq() => {
                     return Some(self.retransmit(start, start + len, true, now));
                 }
-                Some(NextSeg::NewData) | None => {}
+                Some(NextSeg::NewData | NextSeg::Rescue { .. }) | None => {}
             }
         }
         // After an RTO, go-back-N skips what the peer SACKed (RFC 6675 §5.1).
