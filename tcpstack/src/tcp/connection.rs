@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::congestion::CongestionControl;
 use super::prr::{Prr, ReductionBound};
 use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
-use super::rtt::RttEstimator;
+use super::rtt::{RttEstimator, CLOCK_GRANULARITY};
 use super::sack::{self, NextSeg, SackBlocksBuilder, SackScoreboard, SackUpdate};
 use super::send_buffer::SendBuffer;
 use super::time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
@@ -133,6 +133,11 @@ pub struct Connection {
     /// Right edge of the window we advertised last (RCV.NXT + RCV.WND at that time).
     rcv_adv: SeqNum,
     recv_buf: RecvBuffer,
+    /// Receive-buffer auto-tuning (Linux's dynamic right-sizing, tcp_rcv_space_adjust): the most
+    /// the application read in one RTT so far, what it read in the current RTT, and since when.
+    rcv_space: u32,
+    rcv_space_copied: usize,
+    rcv_space_since: Instant,
     /// A FIN that arrived ahead of missing data.
     pending_fin: Option<SeqNum>,
     /// The peer's FIN has been processed.
@@ -238,7 +243,10 @@ impl Connection {
             rcv_nxt: SeqNum(0),
             rcv_shift: 0,
             rcv_adv: SeqNum(0),
-            recv_buf: RecvBuffer::new(config.recv_buffer),
+            recv_buf: RecvBuffer::growable(config.recv_buffer, config.recv_buffer_max),
+            rcv_space: (10 * u32::from(config.mss)).min(config.recv_buffer as u32),
+            rcv_space_copied: 0,
+            rcv_space_since: now,
             pending_fin: None,
             peer_closed: false,
             sack_blocks: SackBlocksBuilder::new(),
@@ -423,6 +431,8 @@ impl Connection {
         }
         let n = self.recv_buf.read(buf);
         if n > 0 {
+            self.rcv_space_copied += n;
+            self.tune_receive_buffer();
             if self.window_update_due() {
                 self.ack_pending = true;
             }
@@ -1695,9 +1705,43 @@ impl Connection {
         self.rcv_adv = self.rcv_nxt + self.recv_buf.window().min(usize::from(u16::MAX));
     }
 
-    /// The smallest shift that lets the 16-bit field cover the whole receive buffer.
+    /// The smallest shift that lets the 16-bit field cover the receive buffer as large as
+    /// auto-tuning may make it (the shift is fixed on the SYN, RFC 7323 §2.2).
     fn rcv_shift_for_buffer(&self) -> u8 {
-        recv_buffer::window_shift_for(self.recv_buf.capacity())
+        recv_buffer::window_shift_for(self.config.recv_buffer.max(self.config.recv_buffer_max))
+    }
+
+    /// Receive-buffer auto-tuning, as Linux's tcp_rcv_space_adjust: once per RTT, when the
+    /// application read more than in any RTT before, the buffer grows to twice that plus room
+    /// for 16 segments, more when the rate is still climbing, so the window stays ahead of the
+    /// bandwidth-delay product the sender can reach. Up to `Config::recv_buffer_max`; it never
+    /// shrinks (an offered window must not, RFC 9293 §3.8.6.2.2).
+    fn tune_receive_buffer(&mut self) {
+        let now = self.clock;
+        let Some(srtt) = self.rtt.srtt() else {
+            return;
+        };
+        if now.saturating_duration_since(self.rcv_space_since) < srtt.max(CLOCK_GRANULARITY) {
+            return;
+        }
+        let copied = self.rcv_space_copied as u64;
+        let space = u64::from(self.rcv_space.max(1));
+        if copied > space {
+            let mut target = 2 * copied + 16 * u64::from(self.rcv_mss);
+            target += 2 * (target * (copied - space) / space);
+            let max_window = if self.window_scaling {
+                self.config.recv_buffer_max
+            } else {
+                usize::from(u16::MAX)
+            };
+            let capacity = usize::try_from(target)
+                .unwrap_or(usize::MAX)
+                .min(max_window);
+            self.recv_buf.grow(capacity);
+            self.rcv_space = u32::try_from(copied).unwrap_or(u32::MAX);
+        }
+        self.rcv_space_copied = 0;
+        self.rcv_space_since = now;
     }
 
     fn update_send_window(&mut self, window: u32, seq: SeqNum, ack: SeqNum) {
@@ -1843,7 +1887,14 @@ impl Connection {
         assert!(self.send_buf.len() <= self.config.send_buffer);
         let slack = (1usize << self.rcv_shift) - 1;
         assert!(self.recv_buf.readable() <= self.recv_buf.capacity() + slack);
-        assert!(self.recv_buf.capacity() <= self.config.recv_buffer.max(1));
+        assert!(
+            self.recv_buf.capacity()
+                <= self
+                    .config
+                    .recv_buffer
+                    .max(self.config.recv_buffer_max)
+                    .max(1)
+        );
         assert!(self.control.len() <= MAX_CONTROL_QUEUE);
         assert!(self.events.len() <= 7, "events are deduplicated");
         if self.state != State::Closed && self.state != State::TimeWait {

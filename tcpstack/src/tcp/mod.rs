@@ -127,7 +127,11 @@ pub struct Config {
     /// MSS we announce (1460 on Ethernet).
     pub mss: u16,
     pub send_buffer: usize,
+    /// The receive buffer a connection starts with (what its window offers at first).
     pub recv_buffer: usize,
+    /// Receive-buffer auto-tuning grows the buffer up to this (Linux's tcp_rmem[2]); at or
+    /// below `recv_buffer`, the buffer keeps its size. The window scale is chosen to cover it.
+    pub recv_buffer_max: usize,
     pub rto_initial: Duration,
     pub rto_min: Duration,
     pub rto_max: Duration,
@@ -177,6 +181,7 @@ impl Default for Config {
             mss: 1460,
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
+            recv_buffer_max: 6 * 1024 * 1024,
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(120),

@@ -39,8 +39,14 @@ pub(crate) struct RecvBuffer {
 
 impl RecvBuffer {
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::growable(capacity, capacity)
+    }
+
+    /// A buffer of `capacity` that may [`grow`](Self::grow) up to `max_capacity`; its slack
+    /// suits the window shift that covers `max_capacity`.
+    pub(crate) fn growable(capacity: usize, max_capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let slack = (1usize << window_shift_for(capacity)) - 1;
+        let slack = (1usize << window_shift_for(max_capacity.max(capacity))) - 1;
         RecvBuffer {
             ring: Box::default(),
             slack,
@@ -105,6 +111,23 @@ impl RecvBuffer {
         }
         self.readable += contiguous;
         contiguous
+    }
+
+    /// Raises the capacity to `capacity` (never lowers it), keeping every byte held, in order
+    /// and out of order, at its offset.
+    pub(crate) fn grow(&mut self, capacity: usize) {
+        if capacity <= self.capacity {
+            return;
+        }
+        if !self.ring.is_empty() {
+            let mut ring = vec![0u8; capacity + self.slack].into_boxed_slice();
+            let (head, tail) = self.ring.split_at(self.read);
+            ring[..tail.len()].copy_from_slice(tail);
+            ring[tail.len()..tail.len() + head.len()].copy_from_slice(head);
+            self.ring = ring;
+            self.read = 0;
+        }
+        self.capacity = capacity;
     }
 
     /// Copies readable data into `buf`; returns how much.
@@ -204,6 +227,24 @@ mod tests {
         assert_eq!(buf.window(), 256 * 1024);
         assert_eq!(buf.write(5, b"x"), 0);
         assert_eq!(buf.ring.len(), 256 * 1024 + 7);
+    }
+
+    #[test]
+    fn growing_keeps_in_order_and_out_of_order_data_across_the_wrap() {
+        let mut buf = RecvBuffer::growable(8, 64);
+        assert_eq!(buf.write(0, b"012345"), 6);
+        let mut out = [0u8; 5];
+        assert_eq!(buf.read(&mut out), 5);
+        // The ring now wraps: "5abc" in order, then a two-byte hole, then "xy".
+        assert_eq!(buf.write(0, b"abc"), 3);
+        assert_eq!(buf.write(2, b"xy"), 0);
+        buf.grow(32);
+        assert_eq!(buf.capacity(), 32);
+        assert_eq!(buf.window(), 28);
+        assert_eq!(buf.write(0, b"de"), 4);
+        assert_eq!(read_all(&mut buf), b"5abcdexy");
+        buf.grow(16);
+        assert_eq!(buf.capacity(), 32, "never shrinks");
     }
 
     #[test]

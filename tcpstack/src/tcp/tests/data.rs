@@ -10,9 +10,9 @@ fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| i as u8).collect()
 }
 
-/// The window field we announce after `unread` bytes sit in a 256 KiB buffer (shift 3, edge held).
+/// The window field we announce after `unread` bytes sit in a 256 KiB buffer (shift 7, edge held).
 fn window_after(unread: u32) -> u16 {
-    (262_144 - unread).div_ceil(8) as u16
+    (262_144 - unread).div_ceil(128) as u16
 }
 
 /// Segments acknowledged at once at the start (quick-ACK mode, as Linux).
@@ -219,6 +219,8 @@ fn zero_window_is_probed_with_backoff_until_it_opens() {
 fn our_window_closes_as_the_application_lags_and_reopens_with_an_update() {
     let config = Config {
         recv_buffer: 4000,
+        // A fixed buffer: no auto-tuning, window scale 0.
+        recv_buffer_max: 0,
         ..Config::default()
     };
     let mut h = Harness::established_with(config, ISS, IRS);
@@ -251,6 +253,8 @@ fn our_window_closes_as_the_application_lags_and_reopens_with_an_update() {
 fn fin_at_zero_window_is_accepted() {
     let config = Config {
         recv_buffer: 1000,
+        // A fixed buffer: no auto-tuning, window scale 0.
+        recv_buffer_max: 0,
         ..Config::default()
     };
     let mut h = Harness::established_with(config, ISS, IRS);
@@ -321,6 +325,8 @@ fn ack_older_than_the_largest_window_is_answered_and_dropped() {
 fn reassembly_is_bounded_whatever_the_peer_sends() {
     let config = Config {
         recv_buffer: 4000,
+        // A fixed buffer: no auto-tuning, window scale 0.
+        recv_buffer_max: 0,
         ..Config::default()
     };
     let mut h = Harness::established_with(config, ISS, IRS);
@@ -353,7 +359,7 @@ fn full_sized_means_the_peers_segment_size_for_delayed_ack() {
 /// every buffer-full a 200 ms retransmission timeout.
 #[test]
 fn data_up_to_a_rounded_up_scaled_window_edge_is_kept() {
-    const SHIFT: u32 = 3;
+    const SHIFT: u32 = 7;
     let mut h = Harness::established();
     let mut next_seq = IRS.wrapping_add(1);
     let mut right_edge = next_seq.wrapping_add(u32::from(SCALED_WINDOW) << SHIFT);
@@ -401,6 +407,8 @@ fn an_ack_exactly_at_the_right_edge_of_our_window_is_processed() {
     // them stalled an echo server for minutes).
     let config = Config {
         recv_buffer: 2000,
+        // A fixed buffer: no auto-tuning, window scale 0.
+        recv_buffer_max: 0,
         ..Config::default()
     };
     let mut h = Harness::established_with(config, ISS, IRS);

@@ -18,7 +18,7 @@ fn active_open_sends_syn_with_options_and_acks_the_syn_ack() {
     let offered = TcpOptions {
         sack_permitted: true,
         timestamps: syn.header.options.timestamps,
-        ..syn_options(1460, Some(3))
+        ..syn_options(1460, Some(7))
     };
     assert_eq!(syn.header.options, offered);
     assert_eq!(offered.timestamps.map(|ts| ts.tsecr), Some(0));
@@ -67,7 +67,7 @@ fn passive_open_answers_syn_ack_and_establishes_on_ack() {
     let mut h = Harness::server(Config::default(), &client_syn(), ISS);
     assert_eq!(h.conn.state(), State::SynReceived);
     let synack = h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
-    assert_eq!(synack.header.options, syn_options(1460, Some(3)));
+    assert_eq!(synack.header.options, syn_options(1460, Some(7)));
     h.expect_nothing();
     h.send(&seg(A, IRS + 1, ISS + 1));
     assert_eq!(h.conn.state(), State::Established);
@@ -189,7 +189,7 @@ fn lost_final_ack_server_retransmits_syn_ack_client_reacks() {
     let mut client = Harness::client(Config::default(), IRS);
     client.expect(S, IRS, 0);
     let mut synack = seg(S | A, ISS, IRS + 1);
-    synack.options = syn_options(1460, Some(3));
+    synack.options = syn_options(1460, Some(7));
     client.send(&synack);
     client.expect(A, IRS + 1, ISS + 1); // lost
     assert_eq!(server.fire_next_timer(), Duration::from_secs(1));

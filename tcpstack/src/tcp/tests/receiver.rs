@@ -462,3 +462,68 @@ fn out_of_order_data_and_a_filled_hole_are_acked_at_once_outside_quick_ack_mode(
     assert_eq!(h.conn.poll_timeout(), None);
     assert_eq!(h.read_all(), data);
 }
+
+// ----- receive-buffer auto-tuning -----
+
+/// The peer fills whatever window we offer, the application reads it all at once, 1 ms apart
+/// (the handshake measured an RTT of 0, so every millisecond is a measurement round). Returns
+/// the window offered after each round, in bytes.
+fn windows_offered(config: Config, scale: Option<u8>, rounds: usize) -> Vec<u32> {
+    let mut h = Harness::client(config, ISS);
+    h.recv().expect("SYN");
+    let mut synack = seg(S | A, IRS, ISS + 1);
+    synack.options = syn_options(1460, scale);
+    h.send(&synack);
+    let ack = h.expect(A, ISS + 1, IRS + 1);
+    let shift = h.conn.window_scale().map_or(0, |(ours, _)| ours);
+    let mut window = u32::from(ack.header.window) << shift;
+    let mut next = IRS + 1;
+    let mut offered = Vec::new();
+    for _ in 0..rounds {
+        let edge = next + window;
+        while next != edge {
+            let len = (edge - next).min(1460);
+            h.send_data(&seg(A, next, ISS + 1), &payload(len as usize));
+            next += len;
+        }
+        h.read_all();
+        h.advance(ms(1));
+        while let Some(segment) = h.recv() {
+            assert_eq!(segment.header.ack.0, next, "everything is acknowledged");
+            window = u32::from(segment.header.window) << shift;
+        }
+        offered.push(window);
+    }
+    offered
+}
+
+#[test]
+fn auto_tuning_grows_the_window_with_what_the_application_reads_up_to_the_cap() {
+    const MAX: u32 = 6 * 1024 * 1024;
+    let offered = windows_offered(Config::default(), Some(7), 4);
+    // The first round is no full RTT yet; the second shows 512 KiB read per RTT, and the
+    // buffer grows at once to the cap (twice that, plus the growth of the rate).
+    assert_eq!(offered[0], 262_144);
+    assert_eq!(offered[1..], [MAX; 3]);
+    // A smaller cap holds.
+    let config = Config {
+        recv_buffer_max: 1 << 20,
+        ..Config::default()
+    };
+    assert_eq!(
+        windows_offered(config, Some(7), 3),
+        [262_144, 1 << 20, 1 << 20]
+    );
+    // No window scaling: the buffer grows to what the 16-bit field can offer, no further.
+    let config = Config {
+        recv_buffer: 16_384,
+        ..Config::default()
+    };
+    assert_eq!(windows_offered(config, None, 3), [16_384, 65_535, 65_535]);
+    // A cap at or below the starting buffer: no auto-tuning.
+    let config = Config {
+        recv_buffer_max: 0,
+        ..Config::default()
+    };
+    assert_eq!(windows_offered(config, Some(7), 3), [262_144; 3]);
+}
