@@ -671,3 +671,140 @@ fn unlisten_resets_connections_nobody_accepted() {
         TcpFlags::RST | TcpFlags::ACK
     );
 }
+
+/// A segment from `from` to the listening port with a timestamps option (and SACK-permitted on
+/// a SYN).
+fn packet_with_timestamps(
+    from: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    tsval: u32,
+    tsecr: u32,
+) -> Vec<u8> {
+    let mut header = TcpHeader {
+        src_port: from.port(),
+        dst_port: PORT,
+        seq: SeqNum(seq),
+        ack: SeqNum(ack),
+        flags,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    header.options.timestamps = Some(wire::Timestamps { tsval, tsecr });
+    header.options.sack_permitted = flags == TcpFlags::SYN;
+    let mut out = Vec::new();
+    wire::emit_ipv4_tcp(*from.ip(), LOCAL, &header, &[], 1, &mut out);
+    out
+}
+
+#[test]
+fn time_wait_entries_keep_timestamps_ignore_rsts_and_reopen_for_a_newer_tsval() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let client = peer(40007);
+    ep.handle_packet(
+        &packet_with_timestamps(client, 100, 0, TcpFlags::SYN, 5000, 0),
+        now,
+    );
+    let syn_ack = sent(&mut ep, now)[0].0;
+    let ours = syn_ack.options.timestamps.expect("timestamps negotiated");
+    assert_eq!(ours.tsecr, 5000);
+    assert!(syn_ack.options.sack_permitted);
+    let iss = syn_ack.seq.0;
+    ep.handle_packet(
+        &packet_with_timestamps(client, 101, iss + 1, TcpFlags::ACK, 5001, ours.tsval),
+        now,
+    );
+    let handle = ep.accept(local(PORT)).unwrap();
+    ep.connection_mut(handle).unwrap().close();
+    let fin = sent(&mut ep, now)[0].0;
+    assert!(fin.flags.fin());
+    assert_eq!(fin.options.timestamps.map(|ts| ts.tsecr), Some(5001));
+    let fin_ack = TcpFlags::FIN | TcpFlags::ACK;
+    ep.handle_packet(
+        &packet_with_timestamps(client, 101, iss + 2, fin_ack, 5002, ours.tsval),
+        now,
+    );
+    let last_ack = sent(&mut ep, now)[0].0;
+    assert_eq!(last_ack.options.timestamps.map(|ts| ts.tsecr), Some(5002));
+    assert_eq!(ep.time_wait_count(), 1);
+    assert_eq!(ep.connection_count(), 0);
+
+    let later = now + Duration::from_secs(1);
+    // RFC 1337: an exact RST does not end TIME-WAIT.
+    ep.handle_packet(
+        &packet(client, local(PORT), 102, 0, TcpFlags::RST, &[]),
+        later,
+    );
+    assert!(sent(&mut ep, later).is_empty());
+    assert_eq!(ep.time_wait_count(), 1);
+    // An old SYN, though its sequence number lies beyond the old connection: a challenge ACK
+    // with our timestamps, echoing the last TSval seen.
+    ep.handle_packet(
+        &packet_with_timestamps(client, 900_000, 0, TcpFlags::SYN, 4000, 0),
+        later,
+    );
+    let challenge = sent(&mut ep, later)[0].0;
+    assert_eq!(challenge.flags, TcpFlags::ACK);
+    assert_eq!(challenge.options.timestamps.map(|ts| ts.tsecr), Some(5002));
+    assert_eq!(ep.time_wait_count(), 1);
+    // RFC 6191: a newer TSval reopens the tuple, even with a sequence number below the old one.
+    ep.handle_packet(
+        &packet_with_timestamps(client, 50, 0, TcpFlags::SYN, 6000, 0),
+        later,
+    );
+    let new_syn_ack = sent(&mut ep, later)[0].0;
+    assert_eq!(new_syn_ack.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(new_syn_ack.ack, SeqNum(51));
+    // The address pair's clock went on: the new connection's TSvals follow the old ones.
+    let new_ts = new_syn_ack.options.timestamps.expect("timestamps");
+    assert_eq!(new_ts.tsecr, 6000);
+    assert_eq!(new_ts.tsval.wrapping_sub(ours.tsval), 1000);
+    assert_eq!(ep.time_wait_count(), 0);
+    assert_eq!(ep.stats().time_wait_reopened, 1);
+}
+
+#[test]
+fn a_syn_cookie_connection_uses_neither_timestamps_nor_sack() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        max_half_open: 0,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    ep.listen(local(PORT)).unwrap();
+    let client = peer(40008);
+    ep.handle_packet(
+        &packet_with_timestamps(client, 100, 0, TcpFlags::SYN, 5000, 0),
+        now,
+    );
+    let cookie = sent(&mut ep, now)[0].0;
+    assert_eq!(ep.stats().syn_cookies_sent, 1);
+    assert_eq!(
+        cookie.options.timestamps, None,
+        "a cookie cannot remember them"
+    );
+    assert!(!cookie.options.sack_permitted);
+    // The peer then sends none either (RFC 7323 §3.2), and the connection uses none.
+    ep.handle_packet(
+        &packet(
+            client,
+            local(PORT),
+            101,
+            cookie.seq.0 + 1,
+            TcpFlags::ACK,
+            &[],
+        ),
+        now,
+    );
+    assert_eq!(ep.stats().syn_cookies_accepted, 1);
+    let handle = ep.accept(local(PORT)).expect("established from the cookie");
+    let conn = ep.connection_mut(handle).unwrap();
+    assert!(!conn.stats().timestamps);
+    assert!(!conn.stats().sack);
+    conn.send(b"hi").unwrap();
+    let data = sent(&mut ep, now)[0].0;
+    assert_eq!(data.options.timestamps, None);
+}

@@ -22,6 +22,9 @@
 //! - close() in SYN-SENT with data already accepted by send() keeps it and sends the FIN after
 //!   it, as in SYN-RECEIVED, instead of deleting the TCB;
 //! - keepalive giving up sends a RST; retransmission giving up does not.
+//! - once timestamps are in use, a segment without them is still accepted (RFC 7323 §3.2 says
+//!   SHOULD drop); RSTs carry none and pass PAWS regardless;
+//! - TIME-WAIT ignores every RST (RFC 1337), as Linux only with tcp_rfc1337 = 1.
 //!
 //! Issue 5 (SACK, timestamps, CUBIC, PRR) plugs in at `Connection::options_for` (the one place
 //! options of outgoing segments are chosen), the sequence-range retransmission path
