@@ -25,6 +25,11 @@ use crate::wire::{
 const DEFAULT_PEER_MSS: u16 = 536;
 /// Smallest send MSS we accept from a peer (Linux's tcp_min_snd_mss).
 const MIN_SEND_MSS: u32 = 48;
+/// Bytes the timestamps option takes in every segment, padding included (RFC 7323 §3.2).
+const TIMESTAMPS_OPTION_LEN: u32 = 12;
+/// Bytes of a SACK option besides its blocks (two NOPs, kind and length), and per block.
+const SACK_OPTION_BASE_LEN: u32 = 4;
+const SACK_BLOCK_LEN: u32 = 8;
 /// In-order segments acknowledged at once in quick-ACK mode, at the start and after the peer
 /// fell silent (Linux's TCP_MAX_QUICKACKS).
 const QUICK_ACKS: u32 = 16;
@@ -107,6 +112,9 @@ pub struct Connection {
     /// Both SYNs carry SACK-permitted (RFC 2018 §2), as far as we know yet.
     sack_permitted: bool,
     send_mss: u32,
+    /// Data plus options one segment may carry: the peer's MSS (and ours). SACK blocks on a data
+    /// segment use what the data leaves of it.
+    segment_room: u32,
     send_buf: SendBuffer,
     /// Timestamps are in use (RFC 7323 §3.2): offered, in SYN-SENT; afterwards both SYNs had them.
     timestamps: bool,
@@ -235,6 +243,7 @@ impl Connection {
             last_ack_sent: SeqNum(0),
             clock: now,
             send_mss,
+            segment_room: send_mss,
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,
             fin_queued: false,
@@ -1420,7 +1429,7 @@ impl Connection {
         if self.fin_queued && end == data_end + 1u32 {
             flags |= TcpFlags::FIN;
         }
-        let header = self.header(start, flags);
+        let header = self.header_for_payload(start, flags, len);
         if len > 0 {
             self.last_data_sent = Some(now);
         }
@@ -1520,6 +1529,16 @@ impl Connection {
     /// Every outgoing segment's header is made here: ports, seq, ack, window. Sending an ACK
     /// clears the pending and delayed ACK.
     fn header(&mut self, seq: SeqNum, flags: TcpFlags) -> TcpHeader {
+        self.header_for_payload(seq, flags, 0)
+    }
+
+    /// As [`Self::header`], for a segment carrying `payload_len` bytes of data.
+    fn header_for_payload(
+        &mut self,
+        seq: SeqNum,
+        flags: TcpFlags,
+        payload_len: usize,
+    ) -> TcpHeader {
         let mut header = TcpHeader {
             src_port: self.tuple.local.port(),
             dst_port: self.tuple.remote.port(),
@@ -1535,12 +1554,12 @@ impl Connection {
             self.unacked_bytes = 0;
             self.timers.delayed_ack = None;
         }
-        header.options = self.options_for(flags);
+        header.options = self.options_for(flags, payload_len);
         header
     }
 
     /// The single place where options of an outgoing segment are chosen.
-    fn options_for(&mut self, flags: TcpFlags) -> TcpOptions {
+    fn options_for(&mut self, flags: TcpFlags, payload_len: usize) -> TcpOptions {
         let mut options = TcpOptions::default();
         // RFC 7323 §3.2: on every segment but RSTs once both SYNs carried them; TSecr is only
         // meaningful with ACK (a SYN's is 0).
@@ -1551,14 +1570,27 @@ impl Connection {
             });
         }
         if flags.ack() && !flags.intersects(TcpFlags::SYN | TcpFlags::RST) && self.sack_permitted {
-            let max_blocks = TcpOptions {
+            let option_space = TcpOptions {
                 timestamps: options.timestamps,
                 sack_block_count: MAX_SACK_BLOCKS as u8,
                 ..TcpOptions::default()
             }
             .sack_blocks_that_fit();
-            for &block in self.sack_blocks_for_ack(max_blocks).as_slice() {
-                options.push_sack_block(block);
+            // A data segment must stay within the peer's MSS, options included.
+            let timestamps_len = if options.timestamps.is_some() {
+                TIMESTAMPS_OPTION_LEN
+            } else {
+                0
+            };
+            let room = self
+                .segment_room
+                .saturating_sub(payload_len as u32 + timestamps_len + SACK_OPTION_BASE_LEN);
+            let max_blocks = option_space.min((room / SACK_BLOCK_LEN) as usize);
+            // With no room, what is to report waits for the next segment.
+            if max_blocks > 0 {
+                for &block in self.sack_blocks_for_ack(max_blocks).as_slice() {
+                    options.push_sack_block(block);
+                }
             }
         }
         if flags.syn() {
@@ -1677,7 +1709,16 @@ impl Connection {
         self.irs = syn.seq;
         self.rcv_nxt = syn.seq + 1u32;
         let peer_mss = syn.options.mss.unwrap_or(DEFAULT_PEER_MSS);
-        self.send_mss = u32::from(peer_mss.min(self.config.mss)).max(MIN_SEND_MSS);
+        let uses_timestamps = self.config.timestamps && syn.options.timestamps.is_some();
+        self.segment_room = u32::from(peer_mss.min(self.config.mss));
+        // The MSS counts data without options (RFC 6691 §2, RFC 9293 §3.7.1): the timestamps
+        // in every segment come out of it, as Linux's mss_cache (1448 on Ethernet).
+        let options = if uses_timestamps {
+            TIMESTAMPS_OPTION_LEN
+        } else {
+            0
+        };
+        self.send_mss = self.segment_room.saturating_sub(options).max(MIN_SEND_MSS);
         self.cc.set_mss(self.send_mss);
         self.scoreboard.set_mss(self.send_mss);
         match syn.options.window_scale {

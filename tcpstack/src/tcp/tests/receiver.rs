@@ -527,3 +527,33 @@ fn auto_tuning_grows_the_window_with_what_the_application_reads_up_to_the_cap() 
     };
     assert_eq!(windows_offered(config, Some(7), 3), [262_144; 3]);
 }
+
+#[test]
+fn options_come_out_of_the_mss_so_no_segment_outgrows_it() {
+    let mut h = established_with_timestamps();
+    // RFC 6691: 1460 bytes of MSS less 12 of timestamps in every segment.
+    assert_eq!(h.conn.mss(), 1448);
+    let data = payload(300);
+    h.send_data(
+        &with_ts(seg(A, IRS + 201, ISS + 1), PEER_TS, 1),
+        &data[200..],
+    );
+    let dup_ack = h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(dup_ack.header.options.sack_blocks(), [block(200, 300)]);
+    // Full-sized data has no room for SACK blocks; a shorter segment carries what fits.
+    let out = payload(1448 + 1430);
+    h.conn.send(&out).unwrap();
+    let full = h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(full.payload.len(), 1448);
+    assert!(full.header.options.sack_blocks().is_empty());
+    let short = h.expect(P | A, ISS + 1449, IRS + 1);
+    assert_eq!(short.payload.len(), 1430);
+    assert_eq!(short.header.options.sack_blocks(), [block(200, 300)]);
+    for segment in [&full, &short] {
+        let options = segment.header.options.emitted_len();
+        assert!(
+            segment.payload.len() + options <= 1460,
+            "{options} bytes of options"
+        );
+    }
+}
