@@ -61,6 +61,9 @@ pub struct ConnectionStats {
     pub spurious_retransmits: u64,
     /// Congestion-window reductions undone because the recovery proved spurious (RFC 3708 §3).
     pub cwnd_undos: u64,
+    /// Retransmissions found lost during SACK recovery (data sent after them was SACKed) and
+    /// sent again without waiting for the RTO.
+    pub lost_retransmits: u64,
     /// The congestion control algorithm the connection runs.
     pub congestion: CongestionAlgorithm,
     /// Both SYNs carried SACK-permitted (RFC 2018).
@@ -835,6 +838,7 @@ impl Connection {
         if update.spurious_retransmission {
             self.stats.spurious_retransmits += 1;
         }
+        self.stats.lost_retransmits += u64::from(update.lost_retransmissions);
         update
     }
 
@@ -1472,7 +1476,8 @@ impl Connection {
             self.rtt_sample = None;
         }
         if self.sack_permitted {
-            self.scoreboard.on_retransmit(start, end - start, rescue);
+            self.scoreboard
+                .on_retransmit(start, end - start, rescue, self.snd_nxt);
         }
         self.send_range(start, end, now)
     }

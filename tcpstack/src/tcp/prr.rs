@@ -229,7 +229,7 @@ mod tests {
             while budget >= MSS {
                 match scoreboard.next_seg(high_data, true) {
                     Some(NextSeg::Retransmit { start, len }) => {
-                        scoreboard.on_retransmit(start, len, false);
+                        scoreboard.on_retransmit(start, len, false, high_data);
                         retransmitted.push((start, len));
                         prr.on_sent(len);
                         budget -= len;

@@ -13,8 +13,9 @@ pub const DUP_THRESH: u32 = 3;
 /// was received (a retransmission too many, never a byte lost), so what a peer sends cannot
 /// make the scoreboard grow.
 const MAX_SACKED_RANGES: usize = 128;
-/// Most retransmitted ranges remembered to recognise D-SACKs of spurious retransmissions.
-const MAX_RETRANSMITTED: usize = 32;
+/// Most retransmitted ranges remembered to recognise D-SACKs of spurious retransmissions and
+/// lost retransmissions.
+const MAX_RETRANSMITTED: usize = 256;
 /// Most previously reported blocks a receiver remembers to repeat (RFC 2018 §4).
 const MAX_RECENT: usize = 2 * MAX_SACK_BLOCKS;
 
@@ -194,6 +195,8 @@ pub struct SackUpdate {
     /// The D-SACK reports a duplicate of data we retransmitted: that retransmission was
     /// spurious (RFC 3708).
     pub spurious_retransmission: bool,
+    /// Retransmissions of this recovery found lost: data sent after them was SACKed.
+    pub lost_retransmissions: u32,
 }
 
 /// What to send next during SACK loss recovery (RFC 6675 §4, NextSeg()).
@@ -213,6 +216,10 @@ struct Retransmitted {
     range: SackBlock,
     dsacked: bool,
     in_recovery: bool,
+    /// HighData when it was sent: SACKs for data beyond it mean it was lost again.
+    sent_before: SeqNum,
+    /// Lost again, and not yet retransmitted again.
+    lost: bool,
 }
 
 /// The sender's view of what the peer SACKed (RFC 6675 §3, §4).
@@ -304,6 +311,7 @@ impl SackScoreboard {
                 self.insert(b);
             }
         }
+        update.lost_retransmissions = self.detect_lost_retransmissions();
         // Forgetting a range (the scoreboard is bounded) can shrink the total: never negative.
         update.newly_sacked = self.sacked_bytes.saturating_sub(after_ack);
         // SACKed bytes the cumulative ACK now covers were already delivered when SACKed.
@@ -432,6 +440,15 @@ impl SackScoreboard {
             let retransmitted = block(hole.start, hole.end.min(self.high_rxt));
             pipe += u64::from(len(hole) - len(lost)) + u64::from(len(retransmitted));
         }
+        // A retransmission found lost is no longer in flight.
+        let lost_again: u64 = self
+            .retransmitted
+            .iter()
+            .filter(|r| r.lost)
+            .filter_map(|r| self.unsacked_part(r.range))
+            .map(|hole| u64::from(len(block(hole.start, hole.end.min(self.high_rxt)))))
+            .sum();
+        let pipe = pipe.saturating_sub(lost_again);
         u32::try_from(pipe).unwrap_or(u32::MAX)
     }
 
@@ -478,6 +495,9 @@ impl SackScoreboard {
             start: hole.start,
             len: len(hole).min(self.mss),
         };
+        if let Some(hole) = self.lost_retransmission() {
+            return Some(segment(hole));
+        }
         if let Some(hole) = candidate {
             if hole.start < self.loss_boundary() {
                 return Some(segment(hole));
@@ -503,10 +523,14 @@ impl SackScoreboard {
         })
     }
 
-    /// A segment [`start`, `start + len`) was retransmitted (RFC 6675 §5 step (C.3)): HighRxt
-    /// moves up, except for the rescue retransmission, which sets RescueRxt = RecoveryPoint.
-    pub fn on_retransmit(&mut self, start: SeqNum, len: u32, rescue: bool) {
+    /// A segment [`start`, `start + len`) was retransmitted (RFC 6675 §5 step (C.3)) while
+    /// `high_data` was SND.MAX: HighRxt moves up, except for the rescue retransmission, which
+    /// sets RescueRxt = RecoveryPoint.
+    pub fn on_retransmit(&mut self, start: SeqNum, len: u32, rescue: bool, high_data: SeqNum) {
         let end = start + len;
+        // A lost retransmission sent again is tracked by its new entry.
+        self.retransmitted
+            .retain(|r| !(r.lost && overlaps(r.range, block(start, end))));
         if rescue {
             self.rescue_rxt = self.recovery_point.or(Some(end));
         } else if end > self.high_rxt {
@@ -519,10 +543,61 @@ impl SackScoreboard {
             range: block(start, end),
             dsacked: false,
             in_recovery: self.in_recovery(),
+            sent_before: high_data,
+            lost: false,
         });
         if self.in_recovery() {
             self.recovery_retransmissions += 1;
         }
+    }
+
+    /// SACKed bytes at or above `seq`.
+    fn sacked_above(&self, seq: SeqNum) -> u32 {
+        self.sacked
+            .iter()
+            .filter(|r| r.end > seq)
+            .map(|r| r.end - r.start.max(seq))
+            .sum()
+    }
+
+    /// The first part of `range` at or above SND.UNA that is not SACKed.
+    fn unsacked_part(&self, range: SackBlock) -> Option<SackBlock> {
+        let from = range.start.max(self.snd_una);
+        self.holes(range.end)
+            .map(|hole| block(hole.start.max(from), hole.end))
+            .find(|hole| len(*hole) > 0)
+    }
+
+    /// A retransmission is lost when data first sent after it was SACKed: more than
+    /// (DupThresh − 1)·SMSS above the HighData of its sending, the margin IsLost allows for
+    /// reordering (the rule of Linux's tcp_mark_lost_retrans; RFC 6675 alone would wait for
+    /// the RTO). Returns how many were found lost.
+    fn detect_lost_retransmissions(&mut self) -> u32 {
+        if self.recovery_point.is_none() {
+            return 0;
+        }
+        let margin = (DUP_THRESH - 1) * self.mss;
+        let mut found = 0;
+        for i in 0..self.retransmitted.len() {
+            let r = self.retransmitted[i];
+            if r.lost || r.dsacked || !r.in_recovery || r.range.end <= self.snd_una {
+                continue;
+            }
+            if self.sacked_above(r.sent_before) > margin && self.unsacked_part(r.range).is_some() {
+                self.retransmitted[i].lost = true;
+                found += 1;
+            }
+        }
+        found
+    }
+
+    /// The un-SACKed part of the lowest lost retransmission, to send again first.
+    fn lost_retransmission(&self) -> Option<SackBlock> {
+        self.retransmitted
+            .iter()
+            .filter(|r| r.lost)
+            .filter_map(|r| self.unsacked_part(r.range))
+            .min_by_key(|hole| hole.start.distance(self.snd_una))
     }
 
     /// RFC 3708 §3: a D-SACK for a retransmitted segment means the original arrived too.
@@ -757,13 +832,13 @@ mod tests {
             assert_eq!(sb.pipe(high_data), 2000);
             assert_eq!(sb.pipe(at(10_000)), 0);
             sb.enter_recovery(high_data);
-            sb.on_retransmit(at(0), MSS, false);
+            sb.on_retransmit(at(0), MSS, false, high_data);
             assert_eq!(
                 sb.pipe(high_data),
                 3000,
                 "a retransmitted lost segment is in flight"
             );
-            sb.on_retransmit(at(4000), MSS, false);
+            sb.on_retransmit(at(4000), MSS, false, high_data);
             assert_eq!(sb.pipe(high_data), 4000);
             // The first retransmission arrives: SND.UNA moves to the next SACKed range's end.
             sb.on_ack(at(4000), &[rel(base, 5000, 10_000)], high_data);
@@ -786,7 +861,7 @@ mod tests {
                     len: MSS
                 })
             );
-            sb.on_retransmit(at(0), MSS, false);
+            sb.on_retransmit(at(0), MSS, false, high_data);
             assert_eq!(
                 sb.next_seg(high_data, true),
                 Some(NextSeg::Retransmit {
@@ -794,7 +869,7 @@ mod tests {
                     len: MSS
                 })
             );
-            sb.on_retransmit(at(4000), MSS, false);
+            sb.on_retransmit(at(4000), MSS, false, high_data);
             // Rule (2): nothing lost above HighRxt, new data allowed.
             assert_eq!(sb.next_seg(high_data, true), Some(NextSeg::NewData));
             // Rule (4): no new data, nothing unSACKed between HighRxt and the highest SACK: the
@@ -807,7 +882,7 @@ mod tests {
                     len: MSS
                 })
             );
-            sb.on_retransmit(at(11_000), MSS, true);
+            sb.on_retransmit(at(11_000), MSS, true, high_data);
             assert_eq!(
                 sb.next_seg(high_data, false),
                 None,
@@ -829,7 +904,7 @@ mod tests {
                     len: MSS
                 })
             );
-            sb.on_retransmit(una, MSS, false);
+            sb.on_retransmit(una, MSS, false, high_data);
             assert_eq!(
                 sb.next_seg(high_data, false),
                 Some(NextSeg::Retransmit {
@@ -837,7 +912,7 @@ mod tests {
                     len: MSS
                 })
             );
-            sb.on_retransmit(at(1000), MSS, false);
+            sb.on_retransmit(at(1000), MSS, false, high_data);
             assert_eq!(
                 sb.next_seg(high_data, false),
                 Some(NextSeg::Retransmit {
@@ -877,7 +952,7 @@ mod tests {
             let (mut sb, high_data) = two_holes(base);
             let at = |off: u32| SeqNum(base) + off;
             sb.enter_recovery(high_data);
-            sb.on_retransmit(at(0), MSS, false);
+            sb.on_retransmit(at(0), MSS, false, high_data);
             assert!(!sb.recovery_was_spurious());
             // The original arrives, then the retransmission: D-SACK below the ACK.
             let update = sb.on_ack(
@@ -899,7 +974,7 @@ mod tests {
             assert!(!update.spurious_retransmission);
             assert_eq!(update.newly_sacked, 0);
             // A second retransmission not D-SACKed: the recovery was not all spurious.
-            sb.on_retransmit(at(4000), MSS, false);
+            sb.on_retransmit(at(4000), MSS, false, high_data);
             assert!(!sb.recovery_was_spurious());
         }
     }
@@ -915,8 +990,8 @@ mod tests {
             assert!(sb.sacked().len() <= MAX_SACKED_RANGES);
         }
         assert_eq!(sb.sacked().len(), MAX_SACKED_RANGES);
-        for i in 0..100u32 {
-            sb.on_retransmit(una + i * 10, 10, false);
+        for i in 0..2 * MAX_RETRANSMITTED as u32 {
+            sb.on_retransmit(una + i * 10, 10, false, high_data);
         }
         assert_eq!(sb.retransmitted.len(), MAX_RETRANSMITTED);
     }
@@ -995,7 +1070,7 @@ mod tests {
                             blocks.into_iter().map(|(s, e)| block(SeqNum(s), SeqNum(e))).collect();
                         sb.on_ack(sb.snd_una, &blocks, high_data);
                     }
-                    Op::Retransmit(s, l, rescue) => sb.on_retransmit(start + s, l, rescue),
+                    Op::Retransmit(s, l, rescue) => sb.on_retransmit(start + s, l, rescue, high_data),
                     Op::EnterRecovery => sb.enter_recovery(high_data),
                     Op::Rto => sb.on_rto(),
                 }

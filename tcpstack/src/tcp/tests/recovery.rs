@@ -293,3 +293,29 @@ fn limited_transmit_without_sack() {
     let stats = h.conn.stats();
     assert_eq!((stats.fast_retransmits, stats.sack_recoveries), (1, 0));
 }
+
+/// The retransmission of segment 0 is lost too. Once data first sent after it is SACKed (more
+/// than DupThresh − 1 segments of it), it is known lost and sent again at once, without waiting
+/// for the RTO (Linux's lost-retransmission detection; RFC 6675 alone has none).
+#[test]
+fn a_lost_retransmission_is_sent_again_without_an_rto() {
+    let mut h = lose_first_segment(CongestionAlgorithm::NewReno, 40);
+    let mut highest = 11;
+    for last in 4..12 {
+        h.send(&sack_ack(0, &[(1, last + 1)]));
+        for i in sent(&mut h) {
+            assert_ne!(i, 0, "not yet known lost");
+            highest = highest.max(i);
+        }
+    }
+    assert!(highest >= 14, "PRR sent new data up to {highest}");
+    assert_eq!(h.conn.stats().lost_retransmits, 0);
+    // Everything sent after the retransmission arrives, the retransmission does not.
+    h.send(&sack_ack(0, &[(1, highest + 1)]));
+    assert_eq!(h.conn.stats().lost_retransmits, 1);
+    let resent = sent(&mut h);
+    assert_eq!(resent.first(), Some(&0), "sent again first: {resent:?}");
+    h.send(&sack_ack(highest + 1, &[]));
+    let stats = h.conn.stats();
+    assert_eq!((stats.rtos, stats.fast_retransmits), (0, 1));
+}
