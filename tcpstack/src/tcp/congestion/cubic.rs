@@ -1,10 +1,8 @@
 //! CUBIC (RFC 9438) with HyStart++ (RFC 9406) for leaving the initial slow start.
 //!
 //! Windows are kept in bytes; the RFC's formulas are in segments, so C·(t−K)³ is scaled by SMSS.
-//! Fast recovery follows the connection's RFC 5681/6582 hooks (inflate on duplicate ACKs, deflate
-//! on partial ACKs) so that CUBIC is a drop-in for NewReno; with PRR (RFC 6937) the connection
-//! takes its sending quota from PRR during recovery and `window()` matters again after
-//! `on_recovery_exit`.
+//! During fast recovery the connection takes its sending quota from PRR (RFC 6937); `window()`
+//! matters again after `on_recovery_exit`.
 
 use std::time::{Duration, Instant};
 
@@ -227,19 +225,6 @@ impl CongestionControl for Cubic {
         self.cwnd = f64::from(self.ssthresh) + 3.0 * self.smss();
     }
 
-    fn on_dup_ack(&mut self) {
-        self.cwnd = (self.cwnd + self.smss()).min(f64::from(u32::MAX));
-    }
-
-    fn on_partial_ack(&mut self, acked: u32) {
-        // RFC 6582 §3.2 step 5.
-        self.cwnd = (self.cwnd - f64::from(acked)).max(0.0);
-        if acked >= self.mss {
-            self.cwnd += self.smss();
-        }
-        self.cwnd = self.cwnd.max(self.smss());
-    }
-
     fn on_recovery_exit(&mut self) {
         // RFC 6937 §3.1: cwnd = ssthresh; the next ACK starts a new epoch from here.
         self.cwnd = f64::from(self.ssthresh);
@@ -427,8 +412,6 @@ mod tests {
         assert_eq!(cc.ssthresh(), 70 * MSS);
         assert_eq!(cc.window(), 73 * MSS, "ssthresh plus three segments");
         assert_eq!(cc.w_max, Some(100.0 * SEG));
-        cc.on_dup_ack();
-        assert_eq!(cc.window(), 74 * MSS);
         cc.on_recovery_exit();
         assert_eq!(cc.window(), 70 * MSS);
         // ssthresh never falls below 2·SMSS.
@@ -689,8 +672,6 @@ mod tests {
         Ack(u32, u32, u64),
         Rtt(u64),
         FastRetransmit(u32),
-        DupAck,
-        PartialAck(u32),
         RecoveryExit,
         Rto(u32),
         Undo,
@@ -702,8 +683,6 @@ mod tests {
             (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(a, f, t)| Op::Ack(a, f, t)),
             any::<u64>().prop_map(Op::Rtt),
             any::<u32>().prop_map(Op::FastRetransmit),
-            Just(Op::DupAck),
-            any::<u32>().prop_map(Op::PartialAck),
             Just(Op::RecoveryExit),
             any::<u32>().prop_map(Op::Rto),
             Just(Op::Undo),
@@ -724,8 +703,6 @@ mod tests {
                     }
                     Op::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us), start),
                     Op::FastRetransmit(flight) => cc.on_fast_retransmit(flight, start),
-                    Op::DupAck => cc.on_dup_ack(),
-                    Op::PartialAck(acked) => cc.on_partial_ack(acked),
                     Op::RecoveryExit => cc.on_recovery_exit(),
                     Op::Rto(flight) => cc.on_rto(flight, start),
                     Op::Undo => cc.on_spurious_congestion(),

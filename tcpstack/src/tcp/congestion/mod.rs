@@ -1,6 +1,6 @@
-//! Congestion control (RFC 5681) behind a trait, so that CUBIC (RFC 9438) or PRR can be added
-//! next to NewReno. The connection owns loss detection and the recovery point (RFC 6582's
-//! `recover`); an algorithm only decides cwnd and ssthresh.
+//! Congestion control (RFC 5681) behind a trait: NewReno and CUBIC (RFC 9438). The connection
+//! owns loss detection, the recovery point (RFC 6582's `recover`) and how much is sent during
+//! recovery (PRR, RFC 6937); an algorithm only decides cwnd and ssthresh.
 
 mod cubic;
 mod newreno;
@@ -23,10 +23,6 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn on_ack(&mut self, acked: u32, flight: u32, now: Instant);
     /// Three duplicate ACKs: fast retransmit and enter fast recovery (RFC 5681 §3.2 steps 2–3).
     fn on_fast_retransmit(&mut self, flight: u32, now: Instant);
-    /// A further duplicate ACK during fast recovery (RFC 5681 §3.2 step 4).
-    fn on_dup_ack(&mut self);
-    /// A partial ACK during fast recovery (RFC 6582 §3.2 step 5).
-    fn on_partial_ack(&mut self, acked: u32);
     /// A full ACK ends fast recovery: cwnd = ssthresh (RFC 6937 §3.1, as Linux; PRR has
     /// brought the flight down to it, so RFC 6582's burst guard is not needed).
     fn on_recovery_exit(&mut self);

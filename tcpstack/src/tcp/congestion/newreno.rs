@@ -80,20 +80,6 @@ impl CongestionControl for NewReno {
         self.bytes_acked = 0;
     }
 
-    fn on_dup_ack(&mut self) {
-        self.cwnd = self.cwnd.saturating_add(self.mss);
-    }
-
-    fn on_partial_ack(&mut self, acked: u32) {
-        // RFC 6582 step 5: deflate by the amount acknowledged, add back one SMSS if at least
-        // one SMSS was acknowledged.
-        self.cwnd = self.cwnd.saturating_sub(acked);
-        if acked >= self.mss {
-            self.cwnd += self.mss;
-        }
-        self.cwnd = self.cwnd.max(self.mss);
-    }
-
     fn on_recovery_exit(&mut self) {
         // RFC 6937 §3.1: PRR has brought the flight down to ssthresh; cwnd = ssthresh.
         self.cwnd = self.ssthresh;
@@ -152,15 +138,11 @@ mod tests {
     }
 
     #[test]
-    fn fast_recovery_inflates_deflates_and_exits() {
+    fn fast_recovery_reduces_then_exits_at_ssthresh() {
         let now = Instant::now();
         let mut cc = NewReno::new(MSS);
         cc.on_fast_retransmit(10 * MSS, now);
         assert_eq!((cc.ssthresh(), cc.window()), (5 * MSS, 8 * MSS));
-        cc.on_dup_ack();
-        assert_eq!(cc.window(), 9 * MSS);
-        cc.on_partial_ack(3 * MSS);
-        assert_eq!(cc.window(), 7 * MSS);
         cc.on_recovery_exit();
         assert_eq!(cc.window(), 5 * MSS);
         cc.on_fast_retransmit(MSS, now);
