@@ -18,7 +18,11 @@
 //! - Nagle holds a small segment only while another *small* one is unacknowledged (Minshall's
 //!   variant), so a write of MSS + n bytes leaves at once;
 //! - zero-window probes are `<SEQ=SND.UNA-1>` without data; a FIN needs no send window;
-//! - after an RTO, transmission goes back to SND.UNA (go-back-N with cwnd = 1 SMSS);
+//! - after an RTO, transmission goes back to SND.UNA (go-back-N with cwnd = 1 SMSS), skipping
+//!   what the peer SACKed (RFC 6675 §5.1 allows it; RFC 2018 §8 would forget the SACKs);
+//! - during SACK recovery a retransmission is known lost once more than 2·SMSS of data first
+//!   sent after it is SACKed (Linux's lost-retransmission rule; RFC 6675 waits for the RTO), and
+//!   the rescue retransmission (RFC 6675 rule 4) goes out only when nothing unsent is waiting;
 //! - close() in SYN-SENT with data already accepted by send() keeps it and sends the FIN after
 //!   it, as in SYN-RECEIVED, instead of deleting the TCB;
 //! - keepalive giving up sends a RST; retransmission giving up does not.
@@ -26,9 +30,14 @@
 //!   SHOULD drop); RSTs carry none and pass PAWS regardless;
 //! - TIME-WAIT ignores every RST (RFC 1337), as Linux only with tcp_rfc1337 = 1.
 //!
-//! Issue 5 (SACK, timestamps, CUBIC, PRR) plugs in at `Connection::options_for` (the one place
-//! options of outgoing segments are chosen), the sequence-range retransmission path
-//! (`send_range`), and [`CongestionControl`].
+//! Loss recovery (connection.rs on top of sack.rs and prr.rs): three duplicate ACKs or
+//! IsLost(SND.UNA) start fast recovery (RFC 5681 §3.2, RFC 6675 §5); PRR (RFC 6937) decides how
+//! much goes out on each ACK, NextSeg (RFC 6675) what: holes, then new data, then the rescue
+//! retransmission. Without SACK blocks from the peer the holes come from partial ACKs (RFC
+//! 6582). Limited transmit (RFC 3042) sends new data on the first two duplicate ACKs. A recovery
+//! whose every retransmission was D-SACKed (RFC 2883, RFC 3708) is undone once. The algorithm
+//! (CUBIC by default, or NewReno) is chosen per stack (`Config::congestion`) or per connection
+//! ([`Connection::set_congestion`]).
 
 pub mod congestion;
 mod connection;
