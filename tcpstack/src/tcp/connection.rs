@@ -149,6 +149,10 @@ pub struct Connection {
     rcv_space: u32,
     rcv_space_copied: usize,
     rcv_space_since: Instant,
+    /// The RTT as the receiver sees it (Linux's rcv_rtt_est): from the timestamps echoed on
+    /// full-sized data segments, so a connection that only receives, and so takes no RTT samples
+    /// of its own, still measures its rounds.
+    rcv_rtt: Option<Duration>,
     /// A FIN that arrived ahead of missing data.
     pending_fin: Option<SeqNum>,
     /// The peer's FIN has been processed.
@@ -259,6 +263,7 @@ impl Connection {
             rcv_space: (10 * u32::from(config.mss)).min(config.recv_buffer as u32),
             rcv_space_copied: 0,
             rcv_space_since: now,
+            rcv_rtt: None,
             pending_fin: None,
             peer_closed: false,
             sack_blocks: SackBlocksBuilder::new(),
@@ -937,6 +942,9 @@ impl Connection {
                 let had_holes = self.recv_buf.has_out_of_order();
                 let segment_size = (payload.len() as u32).min(u32::from(self.config.mss));
                 self.rcv_mss = self.rcv_mss.max(segment_size);
+                if segment_size >= self.rcv_mss {
+                    self.measure_receiver_rtt(header, now);
+                }
                 let advanced = self.recv_buf.write(offset, data);
                 if advanced > 0 {
                     self.rcv_nxt += advanced;
@@ -1757,6 +1765,21 @@ impl Connection {
         recv_buffer::window_shift_for(self.config.recv_buffer.max(self.config.recv_buffer_max))
     }
 
+    /// Linux's tcp_rcv_rtt_measure_ts: a full-sized data segment echoing our timestamp took
+    /// about one RTT since we sent what it echoes; smoothed by 1/8 as RFC 6298's SRTT.
+    fn measure_receiver_rtt(&mut self, header: &TcpHeader, now: Instant) {
+        let Some(ts) = header.options.timestamps.filter(|_| self.timestamps) else {
+            return;
+        };
+        let Some(sample) = self.ts_clock.rtt(ts.tsecr, now) else {
+            return;
+        };
+        self.rcv_rtt = Some(match self.rcv_rtt {
+            None => sample,
+            Some(rtt) => rtt * 7 / 8 + sample / 8,
+        });
+    }
+
     /// Receive-buffer auto-tuning, as Linux's tcp_rcv_space_adjust: once per RTT, when the
     /// application read more than in any RTT before, the buffer grows to twice that plus room
     /// for 16 segments, more when the rate is still climbing, so the window stays ahead of the
@@ -1764,10 +1787,10 @@ impl Connection {
     /// shrinks (an offered window must not, RFC 9293 §3.8.6.2.2).
     fn tune_receive_buffer(&mut self) {
         let now = self.clock;
-        let Some(srtt) = self.rtt.srtt() else {
+        let Some(rtt) = self.rcv_rtt.or(self.rtt.srtt()) else {
             return;
         };
-        if now.saturating_duration_since(self.rcv_space_since) < srtt.max(CLOCK_GRANULARITY) {
+        if now.saturating_duration_since(self.rcv_space_since) < rtt.max(CLOCK_GRANULARITY) {
             return;
         }
         let copied = self.rcv_space_copied as u64;
@@ -1923,6 +1946,12 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn sacked(&self) -> &[crate::wire::SackBlock] {
         self.scoreboard.sacked()
+    }
+
+    /// The receive buffer's current size (auto-tuning grows it).
+    #[cfg(test)]
+    pub(crate) fn recv_capacity(&self) -> usize {
+        self.recv_buf.capacity()
     }
 
     /// Internal invariants, checked by the property tests after every step.

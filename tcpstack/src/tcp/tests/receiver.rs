@@ -557,3 +557,37 @@ fn options_come_out_of_the_mss_so_no_segment_outgrows_it() {
         );
     }
 }
+
+#[test]
+fn auto_tuning_measures_rounds_by_the_echoed_timestamps_when_receiving_only() {
+    let mut h = established_with_timestamps();
+    let tsval_at_start = {
+        h.conn.send(b"x").unwrap();
+        let s = h.expect(P | A, ISS + 1, IRS + 1);
+        s.header.options.timestamps.expect("timestamps").tsval
+    };
+    let mut next = IRS + 1;
+    // A path of 30 ms: the peer's data echoes what we sent 30 ms before it arrives.
+    let mut deliver_and_read = |h: &mut Harness, segments: u32| {
+        let elapsed = (h.now - h.start).as_millis() as u32;
+        let echo = tsval_at_start + elapsed - 30;
+        for _ in 0..segments {
+            let data = with_ts(seg(A, next, ISS + 2), PEER_TS + elapsed, echo);
+            h.send_data(&data, &payload(1460));
+            next += 1460;
+        }
+        while h.recv().is_some() {}
+        h.read_all();
+        h.conn.recv_capacity()
+    };
+    h.advance(ms(30));
+    // The first round (30 ms since the start) shows 29 KB read: not enough to grow 256 KiB.
+    assert_eq!(deliver_and_read(&mut h, 20), 262_144);
+    // 10 ms later is no new round for a receiver whose RTT is 30 ms, however much it read
+    // (the sender's RTT estimate, 0 from the handshake, would have measured already)...
+    h.advance(ms(10));
+    assert_eq!(deliver_and_read(&mut h, 40), 262_144);
+    // ...30 ms later is: 60 KB in the round, the buffer grows.
+    h.advance(ms(20));
+    assert!(deliver_and_read(&mut h, 1) > 262_144);
+}
