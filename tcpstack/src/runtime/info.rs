@@ -83,7 +83,7 @@ fn millis(d: Duration) -> String {
 ///
 /// ```text
 /// ESTAB 0 0 198.18.0.1:5201 198.18.0.2:41234
-///      cubic sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:…
+///      cubic ts sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:…
 /// ```
 ///
 /// `cwnd` and `ssthresh` are in segments of `mss` bytes, as ss shows them. `retrans` counts the
@@ -108,6 +108,9 @@ impl fmt::Display for ConnectionInfo {
             CongestionAlgorithm::Cubic => "cubic",
         };
         write!(f, "\t {congestion}")?;
+        if s.timestamps {
+            write!(f, " ts")?;
+        }
         if s.sack {
             write!(f, " sack")?;
         }
@@ -183,6 +186,7 @@ mod tests {
                 cwnd_undos: 0,
                 congestion: CongestionAlgorithm::Cubic,
                 sack: true,
+                timestamps: true,
                 srtt: Some(Duration::from_micros(500)),
                 rttvar: Duration::from_micros(250),
                 rto: Duration::from_millis(204),
@@ -204,7 +208,7 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "\t cubic sack wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
+                "\t cubic ts sack wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
                  bytes_sent:28960 bytes_received:100 segs_out:20 segs_in:10 retrans:5 \
                  fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0"
             )
@@ -220,6 +224,7 @@ mod tests {
         info.stats.ssthresh = u32::MAX;
         info.window_scale = None;
         info.stats.sack = false;
+        info.stats.timestamps = false;
         info.stats.congestion = CongestionAlgorithm::NewReno;
         let text = info.to_string();
         assert!(text.starts_with("SYN-RECV "), "{text}");
@@ -228,7 +233,7 @@ mod tests {
             details.starts_with("\t reno rto:204 mss:1448 cwnd:10 bytes_sent:"),
             "{details}"
         );
-        for absent in ["rtt:", "ssthresh:", "wscale:", " sack "] {
+        for absent in ["rtt:", "ssthresh:", "wscale:", " sack ", " ts "] {
             assert!(!details.contains(absent), "{absent} in {details}");
         }
     }
