@@ -750,6 +750,13 @@ fn time_wait_entries_keep_timestamps_ignore_rsts_and_reopen_for_a_newer_tsval() 
     assert_eq!(challenge.flags, TcpFlags::ACK);
     assert_eq!(challenge.options.timestamps.map(|ts| ts.tsecr), Some(5002));
     assert_eq!(ep.time_wait_count(), 1);
+    // An old duplicate of the peer's FIN: PAWS drops it (and acknowledges).
+    ep.handle_packet(
+        &packet_with_timestamps(client, 101, iss + 2, fin_ack, 4999, ours.tsval),
+        later,
+    );
+    assert_eq!(sent(&mut ep, later)[0].0.flags, TcpFlags::ACK);
+    assert_eq!(ep.stats().paws_rejected, 1);
     // RFC 6191: a newer TSval reopens the tuple, even with a sequence number below the old one.
     ep.handle_packet(
         &packet_with_timestamps(client, 50, 0, TcpFlags::SYN, 6000, 0),

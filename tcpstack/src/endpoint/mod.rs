@@ -196,6 +196,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Retransmits of connections already freed.
     retransmits_of_freed: u64,
+    /// PAWS rejections of freed connections and of TIME-WAIT entries.
+    paws_rejected_elsewhere: u64,
     handshakes: HandshakeLatency,
 }
 
@@ -227,6 +229,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             retransmits_of_freed: 0,
+            paws_rejected_elsewhere: 0,
             handshakes: HandshakeLatency::default(),
         }
     }
@@ -361,13 +364,14 @@ impl Endpoint {
     }
 
     pub fn stats(&self) -> EndpointStats {
-        let live: u64 = self
-            .connections
-            .values()
-            .map(|slot| slot.conn.stats().retransmits)
-            .sum();
+        let (live_retransmits, live_paws_rejected) =
+            self.connections.values().fold((0, 0), |(r, p), slot| {
+                let stats = slot.conn.stats();
+                (r + stats.retransmits, p + stats.paws_rejected)
+            });
         EndpointStats {
-            retransmits: self.retransmits_of_freed + live,
+            retransmits: self.retransmits_of_freed + live_retransmits,
+            paws_rejected: self.paws_rejected_elsewhere + live_paws_rejected,
             connections_now: self.connections.len() as u64,
             time_wait_now: self.time_wait.len() as u64,
             ..self.stats
@@ -730,6 +734,7 @@ impl Endpoint {
             Role::Orphan => {}
         }
         self.retransmits_of_freed += slot.conn.stats().retransmits;
+        self.paws_rejected_elsewhere += slot.conn.stats().paws_rejected;
         self.stats.connections_closed += 1;
         if let Some(record) = time_wait {
             self.stats.time_wait_entries += 1;
@@ -801,6 +806,10 @@ impl Endpoint {
                 if deadline != deadline_before {
                     self.arm_time_wait(*tuple, deadline);
                 }
+            }
+            TimeWaitOutcome::PawsRejected(reply) => {
+                self.paws_rejected_elsewhere += 1;
+                self.queue_reply(tuple, reply);
             }
             TimeWaitOutcome::Reopen => {
                 self.time_wait.remove(tuple);

@@ -129,6 +129,9 @@ pub struct EndpointStats {
     pub syn_cookies_accepted: u64,
     /// Retransmitted segments, summed over all connections, live and freed.
     pub retransmits: u64,
+    /// Segments PAWS dropped as old duplicates (RFC 7323 §5), summed over all connections,
+    /// live and freed, and the TIME-WAIT entries.
+    pub paws_rejected: u64,
     pub connections_now: u64,
     pub time_wait_now: u64,
 }

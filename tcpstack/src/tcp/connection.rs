@@ -591,6 +591,10 @@ impl Connection {
         match outcome {
             TimeWaitOutcome::Drop | TimeWaitOutcome::Reopen => {}
             TimeWaitOutcome::Reply(reply) => self.queue_control(reply),
+            TimeWaitOutcome::PawsRejected(reply) => {
+                self.stats.paws_rejected += 1;
+                self.queue_control(reply);
+            }
         }
     }
 

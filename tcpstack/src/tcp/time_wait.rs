@@ -41,6 +41,8 @@ pub enum TimeWaitOutcome {
     Drop,
     /// Send this segment (an ACK).
     Reply(TcpHeader),
+    /// PAWS found an old duplicate by its timestamp (RFC 7323 §5.3): send this ACK, count it.
+    PawsRejected(TcpHeader),
     /// A SYN with a sequence number past the old connection: the caller may drop this record and
     /// treat the SYN as a new connection attempt (RFC 9293 §3.6.1, as Linux does).
     Reopen,
@@ -131,7 +133,7 @@ impl TimeWait {
         }
         if tsval.is_some_and(|(recent, tsval)| is_older(tsval, recent)) {
             // PAWS (RFC 7323 §5.3 R1): an old duplicate, acknowledged and otherwise ignored.
-            return TimeWaitOutcome::Reply(self.ack(now));
+            return TimeWaitOutcome::PawsRejected(self.ack(now));
         }
         let end = header.seq + super::segment_len(header, payload_len);
         if flags.fin() && end == self.rcv_nxt {

@@ -398,7 +398,7 @@ fn time_wait_ignores_rsts_and_paws_drops_old_segments() {
     let old_fin = with_ts(seg(F | A, IRS + 1, ISS + 2), 400, 0);
     assert!(matches!(
         tw.handle_segment(&old_fin, 0, later),
-        TimeWaitOutcome::Reply(_)
+        TimeWaitOutcome::PawsRejected(_)
     ));
     assert_eq!(tw.deadline, now + ms(60_000));
     // ...a current one does, and its TSval becomes TS.Recent.
