@@ -383,8 +383,11 @@ fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
         "{entry:?}"
     );
     ensure!(
-        entry.words.iter().any(|w| w == "sack") && entry.fields.contains_key("wscale"),
-        "the kernel offers SACK and window scaling: {entry:?}"
+        ["ts", "sack"]
+            .iter()
+            .all(|o| entry.words.iter().any(|w| w == o))
+            && entry.fields.contains_key("wscale"),
+        "the kernel offers timestamps, SACK and window scaling: {entry:?}"
     );
     println!("{backend}: tcpstack ss lists {entry:?}");
 

@@ -83,13 +83,14 @@ fn millis(d: Duration) -> String {
 ///
 /// ```text
 /// ESTAB 0 0 198.18.0.1:5201 198.18.0.2:41234
-///      cubic ts sack wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:…
+///      ts sack cubic wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:7 bytes_sent:…
 /// ```
 ///
 /// `cwnd` and `ssthresh` are in segments of `mss` bytes, as ss shows them. `retrans` counts the
 /// segments sent again; `fast_retrans` the fast recoveries entered, `sack_recoveries` those the
 /// SACK scoreboard drove, `rtos` the retransmission timeouts; `spurious` the retransmissions a
-/// D-SACK showed needless, `dsacks` the ACKs carrying one, `undos` the window cuts undone.
+/// D-SACK showed needless, `dsacks` the ACKs carrying one, `undos` the window cuts undone,
+/// `paws_rejected` the segments PAWS dropped (RFC 7323 §5).
 impl fmt::Display for ConnectionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
@@ -107,13 +108,15 @@ impl fmt::Display for ConnectionInfo {
             CongestionAlgorithm::NewReno => "reno",
             CongestionAlgorithm::Cubic => "cubic",
         };
-        write!(f, "\t {congestion}")?;
+        write!(f, "\t")?;
+        // ss lists the negotiated options first: ts, sack, then the congestion control.
         if s.timestamps {
             write!(f, " ts")?;
         }
         if s.sack {
             write!(f, " sack")?;
         }
+        write!(f, " {congestion}")?;
         if let Some((ours, theirs)) = self.window_scale {
             // ss prints the peer's shift (what we apply to its windows) first.
             write!(f, " wscale:{theirs},{ours}")?;
@@ -129,7 +132,7 @@ impl fmt::Display for ConnectionInfo {
         write!(
             f,
             " bytes_sent:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{} fast_retrans:{} \
-             rtos:{} sack_recoveries:{} spurious:{} dsacks:{} undos:{}",
+             rtos:{} sack_recoveries:{} spurious:{} dsacks:{} undos:{} paws_rejected:{}",
             s.bytes_out,
             s.bytes_in,
             s.segments_out,
@@ -140,7 +143,8 @@ impl fmt::Display for ConnectionInfo {
             s.sack_recoveries,
             s.spurious_retransmits,
             s.dsacks_received,
-            s.cwnd_undos
+            s.cwnd_undos,
+            s.paws_rejected
         )?;
         writeln!(f)
     }
@@ -187,6 +191,7 @@ mod tests {
                 congestion: CongestionAlgorithm::Cubic,
                 sack: true,
                 timestamps: true,
+                paws_rejected: 4,
                 srtt: Some(Duration::from_micros(500)),
                 rttvar: Duration::from_micros(250),
                 rto: Duration::from_millis(204),
@@ -208,9 +213,9 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "\t cubic ts sack wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
+                "\t ts sack cubic wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
                  bytes_sent:28960 bytes_received:100 segs_out:20 segs_in:10 retrans:5 \
-                 fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0"
+                 fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0 paws_rejected:4"
             )
         );
         assert_eq!(lines.next(), None);
