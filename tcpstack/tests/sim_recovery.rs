@@ -128,3 +128,28 @@ fn sack_beats_newreno_at_one_percent_loss() {
         "SACK {with_sack:.1} Mbit/s vs no SACK {without:.1} Mbit/s"
     );
 }
+
+/// Reordering without loss: segments overtaken by three others look lost and are fast
+/// retransmitted, the receiver D-SACKs the second copies, and the sender counts them as
+/// spurious and undoes the reductions (RFC 2883, RFC 3708, RFC 9438 §4.9).
+#[test]
+fn reordering_is_recognised_by_dsack_and_undone() {
+    let link = LinkConfig {
+        reorder: 0.01,
+        reorder_delay: Duration::from_millis(5),
+        ..lossless_link()
+    };
+    let report = transfer(3, link, 4 << 20, true, CongestionAlgorithm::Cubic);
+    let stats = report.client_connection;
+    assert_eq!(report.to_server.lost, 0);
+    assert!(stats.fast_retransmits > 0, "{stats:?}");
+    assert!(stats.dsacks_received > 0, "{stats:?}");
+    // Nothing was lost: (almost) every retransmission is reported back as a duplicate (a
+    // D-SACK block covering two retransmissions counts once).
+    assert!(
+        stats.spurious_retransmits * 10 >= stats.retransmits * 9,
+        "{stats:?}"
+    );
+    assert!(stats.cwnd_undos > 0, "{stats:?}");
+    assert_eq!(stats.rtos, 0);
+}
