@@ -815,3 +815,109 @@ fn a_syn_cookie_connection_uses_neither_timestamps_nor_sack() {
     let data = sent(&mut ep, now)[0].0;
     assert_eq!(data.options.timestamps, None);
 }
+
+/// A segment from the peer's listening port to our `port`, with timestamps.
+fn reply_with_timestamps(
+    port: u16,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    tsval: u32,
+    tsecr: u32,
+) -> Vec<u8> {
+    let header = TcpHeader {
+        src_port: PORT,
+        dst_port: port,
+        seq: SeqNum(seq),
+        ack: SeqNum(ack),
+        flags,
+        window: 65535,
+        options: wire::TcpOptions {
+            timestamps: Some(wire::Timestamps { tsval, tsecr }),
+            ..wire::TcpOptions::default()
+        },
+        ..TcpHeader::default()
+    };
+    let mut out = Vec::new();
+    wire::emit_ipv4_tcp(PEER, LOCAL, &header, &[], 1, &mut out);
+    out
+}
+
+/// Connects from the only ephemeral port, with timestamps, and closes first: the tuple ends in
+/// our TIME-WAIT table. Returns our SYN's TSval and the old connection's SND.NXT.
+fn active_close_into_time_wait(ep: &mut Endpoint, now: Instant) -> (u32, u32) {
+    let handle = ep.connect(peer(PORT), now).unwrap();
+    let syn = sent(ep, now)[0].0;
+    let port = syn.src_port;
+    let ours = syn.options.timestamps.expect("timestamps offered").tsval;
+    let isn = syn.seq.0;
+    let synack = TcpFlags::SYN | TcpFlags::ACK;
+    ep.handle_packet(
+        &reply_with_timestamps(port, 7000, isn + 1, synack, 100, ours),
+        now,
+    );
+    sent(ep, now);
+    ep.connection_mut(handle).unwrap().close();
+    sent(ep, now);
+    let fin_ack = TcpFlags::FIN | TcpFlags::ACK;
+    ep.handle_packet(
+        &reply_with_timestamps(port, 7001, isn + 2, fin_ack, 101, ours),
+        now,
+    );
+    sent(ep, now);
+    assert_eq!(ep.time_wait_count(), 1);
+    (ours, isn + 2)
+}
+
+#[test]
+fn with_every_port_in_time_wait_an_active_open_reuses_one_quiet_for_a_second() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        ephemeral_ports: (61000, 61000),
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    let (old_tsval, old_snd_nxt) = active_close_into_time_wait(&mut ep, now);
+    // Too soon: the old connection's TSvals could still be as new as ours.
+    let soon = now + Duration::from_millis(999);
+    assert_eq!(ep.connect(peer(PORT), soon), Err(EndpointError::NoFreePort));
+    // A second later the entry gives way; the new SYN's TSval and ISN lie past the old ones.
+    let later = now + Duration::from_secs(1);
+    assert!(ep.connect(peer(PORT), later).is_ok());
+    assert_eq!(ep.time_wait_count(), 0);
+    assert_eq!(ep.stats().time_wait_reused, 1);
+    let syn = sent(&mut ep, later)[0].0;
+    assert_eq!(syn.flags, TcpFlags::SYN);
+    assert_eq!(syn.src_port, 61000);
+    assert_eq!(syn.seq.0, old_snd_nxt + 65537);
+    let tsval = syn.options.timestamps.expect("timestamps").tsval;
+    assert_eq!(tsval.wrapping_sub(old_tsval), 1000);
+
+    // Without timestamps the entry is never taken over.
+    let config = EndpointConfig {
+        ephemeral_ports: (61000, 61000),
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    let handle = ep.connect(peer(PORT), now).unwrap();
+    let syn = sent(&mut ep, now)[0].0;
+    let isn = syn.seq.0;
+    let from_peer = |seq, ack, flags| packet(peer(PORT), local(61000), seq, ack, flags, &[]);
+    ep.handle_packet(
+        &from_peer(7000, isn + 1, TcpFlags::SYN | TcpFlags::ACK),
+        now,
+    );
+    ep.connection_mut(handle).unwrap().close();
+    sent(&mut ep, now);
+    ep.handle_packet(
+        &from_peer(7001, isn + 2, TcpFlags::FIN | TcpFlags::ACK),
+        now,
+    );
+    sent(&mut ep, now);
+    assert_eq!(ep.time_wait_count(), 1);
+    let much_later = now + Duration::from_secs(30);
+    assert_eq!(
+        ep.connect(peer(PORT), much_later),
+        Err(EndpointError::NoFreePort)
+    );
+}

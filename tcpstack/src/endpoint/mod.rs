@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
@@ -33,6 +33,10 @@ use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
 
 use cookie::CookieJar;
 use trace::ConnectionTrace;
+
+/// How long a TIME-WAIT entry with timestamps must have heard nothing before an active open may
+/// take its tuple over (Linux's tcp_tw_reuse: one second, so the new TSvals are clearly newer).
+const TIME_WAIT_REUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// Identifies one connection inside an [`Endpoint`]; never reused while the endpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -283,7 +287,10 @@ impl Endpoint {
     }
 
     /// Active open from an ephemeral port (RFC 6056 §3.3.1: a random starting point, then the
-    /// next free port).
+    /// next free port). When none is free, a port whose TIME-WAIT entry with `remote` used
+    /// timestamps and has heard nothing for a second is taken over, as Linux's tcp_tw_reuse:
+    /// the new connection's TSvals, from the same clock, are newer than any of the old one, so
+    /// the peer's PAWS rejects the old connection's duplicates (RFC 7323 §5; RFC 6191 §4).
     pub fn connect(
         &mut self,
         remote: SocketAddrV4,
@@ -302,9 +309,26 @@ impl Endpoint {
                     remote,
                 }
             })
-            .find(|tuple| self.tuple_is_free(tuple))
-            .ok_or(EndpointError::NoFreePort)?;
-        let isn = self.isn.isn(&tuple, now);
+            .find(|tuple| self.tuple_is_free(tuple));
+        let (tuple, isn) = match tuple {
+            Some(tuple) => (tuple, self.isn.isn(&tuple, now)),
+            None => {
+                let (tuple, old_snd_nxt) = (0..count)
+                    .map(|i| FourTuple {
+                        local: SocketAddrV4::new(
+                            self.local_addr,
+                            first + ((start + i) % count) as u16,
+                        ),
+                        remote,
+                    })
+                    .find_map(|tuple| Some((tuple, self.reusable_time_wait(&tuple, now)?)))
+                    .ok_or(EndpointError::NoFreePort)?;
+                self.time_wait.remove(&tuple);
+                self.stats.time_wait_reused += 1;
+                // Past anything the old connection may still have in flight, as Linux does.
+                (tuple, old_snd_nxt + (u32::from(u16::MAX) + 2))
+            }
+        };
         let mut conn = Connection::connect(self.config.connection.clone(), tuple, isn, now);
         conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
         self.stats.active_opens += 1;
@@ -540,6 +564,18 @@ impl Endpoint {
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
+    }
+
+    /// The old connection's SND.NXT when `tuple`'s TIME-WAIT entry may be reused by an active
+    /// open now (see [`Self::connect`]).
+    fn reusable_time_wait(&self, tuple: &FourTuple, now: Instant) -> Option<SeqNum> {
+        let record = self.time_wait.get(tuple)?.record;
+        record.timestamps?;
+        let quiet_since = record.deadline.checked_sub(record.duration)?;
+        let reusable = now.saturating_duration_since(quiet_since) >= TIME_WAIT_REUSE_AFTER
+            && !self.by_tuple.contains_key(tuple)
+            && self.listener_for(tuple.local).is_none();
+        reusable.then_some(record.snd_nxt)
     }
 
     fn tuple_is_free(&self, tuple: &FourTuple) -> bool {

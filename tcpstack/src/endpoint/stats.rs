@@ -121,8 +121,10 @@ pub struct EndpointStats {
     pub connections_closed: u64,
     /// Connections that entered the compact TIME-WAIT table.
     pub time_wait_entries: u64,
-    /// TIME-WAIT entries a new SYN took over (RFC 9293 §3.6.1).
+    /// TIME-WAIT entries a new SYN took over (RFC 9293 §3.6.1, RFC 6191).
     pub time_wait_reopened: u64,
+    /// TIME-WAIT entries an active open took over when no port was free (Linux's tcp_tw_reuse).
+    pub time_wait_reused: u64,
     /// SYN-ACKs sent with a SYN cookie because a half-open queue was full.
     pub syn_cookies_sent: u64,
     /// Handshakes completed from a valid cookie.
