@@ -739,6 +739,12 @@ impl Connection {
         // RFC 6937's DeliveredData; without SACK information a duplicate ACK stands for one
         // segment that left the network.
         let mut delivered = sack.delivered;
+        // A duplicate ACK as RFC 5681 §2 defines it; with SACK also any ACK that SACKs new data,
+        // whatever its window or payload (RFC 6675 §2), as a receiver that auto-tunes its
+        // buffer moves the window on many of its ACKs.
+        let duplicate = payload_len == 0
+            && !header.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
+            && window == self.snd_wnd;
         if ack > self.snd_una {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
@@ -794,13 +800,7 @@ impl Connection {
             {
                 self.push_event(Event::Writable);
             }
-        } else if ack == self.snd_una
-            && payload_len == 0
-            && !header.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
-            && window == self.snd_wnd
-            && flight_before > 0
-        {
-            // A duplicate ACK (RFC 5681 §2).
+        } else if ack == self.snd_una && flight_before > 0 && (duplicate || sack.newly_sacked > 0) {
             self.dup_acks += 1;
             if header.options.sack_blocks().is_empty() {
                 delivered = self.send_mss;

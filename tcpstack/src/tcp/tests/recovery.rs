@@ -319,3 +319,22 @@ fn a_lost_retransmission_is_sent_again_without_an_rto() {
     let stats = h.conn.stats();
     assert_eq!((stats.rtos, stats.fast_retransmits), (0, 1));
 }
+
+/// RFC 6675 §2: with SACK, an ACK that SACKs new data is a duplicate even when its window
+/// moved (a receiver auto-tuning its buffer): limited transmit and fast retransmit still come.
+#[test]
+fn an_ack_with_new_sack_information_is_a_duplicate_whatever_its_window() {
+    let mut h = established(CongestionAlgorithm::NewReno);
+    h.conn.send(&payload(20)).expect("room");
+    assert_eq!(sent(&mut h).len(), 10);
+    for (i, expected) in [(2, 10), (3, 11)] {
+        h.send(&with_window(sack_ack(0, &[(1, i)]), 65535 - i as u16));
+        assert_eq!(sent(&mut h), [expected], "limited transmit");
+    }
+    // The same SACK again with yet another window: no new information, no duplicate.
+    h.send(&with_window(sack_ack(0, &[(1, 3)]), 60000));
+    h.expect_nothing();
+    h.send(&with_window(sack_ack(0, &[(1, 4)]), 60001));
+    assert_eq!(sent(&mut h), [0], "fast retransmit");
+    assert_eq!(h.conn.stats().sack_recoveries, 1);
+}
