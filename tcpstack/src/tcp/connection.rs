@@ -934,6 +934,13 @@ impl Connection {
             } else {
                 0
             };
+            // RFC 5681 §4.2: each out-of-order segment gets its own duplicate ACK, so one still
+            // pending from an earlier segment goes out first instead of merging with this one
+            // (a sender without SACK counts them).
+            if self.ack_pending && payload_seq > self.rcv_nxt {
+                let pending = self.header(self.snd_nxt, TcpFlags::ACK);
+                self.queue_control(pending);
+            }
             self.note_received_for_sack(payload_seq, payload_seq + payload.len());
             let data = &payload[skip..];
             let start = payload_seq + skip;

@@ -591,3 +591,31 @@ fn auto_tuning_measures_rounds_by_the_echoed_timestamps_when_receiving_only() {
     h.advance(ms(20));
     assert!(deliver_and_read(&mut h, 1) > 262_144);
 }
+
+#[test]
+fn out_of_order_segments_arriving_together_get_one_duplicate_ack_each() {
+    let mut h = established_with_sack();
+    let data = payload(700);
+    // Three segments after a hole arrive before anything is sent (one receive batch).
+    for start in [100, 300, 500] {
+        h.send_data(
+            &seg(A, IRS + 1 + start, ISS + 1),
+            &data[start as usize..start as usize + 100],
+        );
+    }
+    let blocks: Vec<Vec<SackBlock>> = (0..3)
+        .map(|_| {
+            let dup = h.expect(A, ISS + 1, IRS + 1);
+            dup.header.options.sack_blocks().to_vec()
+        })
+        .collect();
+    h.expect_nothing();
+    assert_eq!(
+        blocks,
+        [
+            vec![block(100, 200)],
+            vec![block(300, 400), block(100, 200)],
+            vec![block(500, 600), block(300, 400), block(100, 200)],
+        ]
+    );
+}
