@@ -6,7 +6,7 @@
 //! Layout: [`Connection`] (connection.rs) drives the RFC 9293 state machine; the send ring and the
 //! receive ring with its reassembler live in send_buffer.rs / recv_buffer.rs; RTO estimation in
 //! rtt.rs; congestion control behind [`CongestionControl`]; the compact TIME-WAIT record and its
-//! rules in time_wait.rs; RFC 6528 ISNs in isn.rs. `reset_for` and `listen_action` are the rules for
+//! rules in time_wait.rs; RFC 6528 ISNs and the timestamp clocks in isn.rs. `reset_for` and `listen_action` are the rules for
 //! segments that reach no synchronized connection, shared with the endpoint.
 //!
 //! LISTEN lives in the endpoint (a listener is no TCB): it applies [`listen_action`] and opens a
@@ -25,7 +25,7 @@
 //!   the rescue retransmission (RFC 6675 rule 4) goes out only when nothing unsent is waiting;
 //! - close() in SYN-SENT with data already accepted by send() keeps it and sends the FIN after
 //!   it, as in SYN-RECEIVED, instead of deleting the TCB;
-//! - keepalive giving up sends a RST; retransmission giving up does not.
+//! - keepalive giving up sends a RST; retransmission giving up does not;
 //! - once timestamps are in use, a segment without them is still accepted (RFC 7323 §3.2 says
 //!   SHOULD drop); RSTs carry none and pass PAWS regardless;
 //! - TIME-WAIT ignores every RST (RFC 1337), as Linux only with tcp_rfc1337 = 1.
@@ -38,6 +38,16 @@
 //! whose every retransmission was D-SACKed (RFC 2883, RFC 3708) is undone once. The algorithm
 //! (CUBIC by default, or NewReno) is chosen per stack (`Config::congestion`) or per connection
 //! ([`Connection::set_congestion`]).
+//!
+//! The receiver side: ACKs carry SACK blocks while data waits out of order, newest range first,
+//! a D-SACK first for a duplicate (RFC 2018 §4, RFC 2883; `SackBlocksBuilder` in sack.rs), as
+//! many as the 40 bytes of options and, on data segments, the peer's MSS leave room for. They are
+//! immediate for out-of-order data and a filled hole, for every second full-sized segment, and,
+//! as Linux's quick-ACK mode, for the first 16 segments and after the peer fell silent for an
+//! RTO; delayed up to `Config::delayed_ack` otherwise (RFC 5681 §4.2). Timestamps (RFC 7323,
+//! timestamps.rs) run on a 1 ms clock per address pair: TS.Recent by the Last.ACK.sent rule,
+//! PAWS, an RTT sample from every ACK of new data, and the receiver's own RTT that paces
+//! receive-buffer auto-tuning (Linux's dynamic right-sizing, up to `Config::recv_buffer_max`).
 
 pub mod congestion;
 mod connection;
@@ -141,7 +151,7 @@ pub struct Config {
     pub send_buffer: usize,
     /// The receive buffer a connection starts with (what its window offers at first).
     pub recv_buffer: usize,
-    /// Receive-buffer auto-tuning grows the buffer up to this (Linux's tcp_rmem[2]); at or
+    /// Receive-buffer auto-tuning grows the buffer up to this (the maximum of Linux's `tcp_rmem`); at or
     /// below `recv_buffer`, the buffer keeps its size. The window scale is chosen to cover it.
     pub recv_buffer_max: usize,
     pub rto_initial: Duration,
