@@ -6,8 +6,9 @@
 //! Layout: [`Connection`] (connection.rs) drives the RFC 9293 state machine; the send ring and the
 //! receive ring with its reassembler live in send_buffer.rs / recv_buffer.rs; RTO estimation in
 //! rtt.rs; congestion control behind [`CongestionControl`]; the compact TIME-WAIT record and its
-//! rules in time_wait.rs; RFC 6528 ISNs and the timestamp clocks in isn.rs. `reset_for` and `listen_action` are the rules for
-//! segments that reach no synchronized connection, shared with the endpoint.
+//! rules in time_wait.rs; RFC 6528 ISNs and the timestamp clocks in isn.rs. `reset_for` and
+//! `listen_action` are the rules for segments that reach no synchronized connection, shared with
+//! the endpoint.
 //!
 //! LISTEN lives in the endpoint (a listener is no TCB): it applies [`listen_action`] and opens a
 //! connection in SYN-RECEIVED with [`Connection::accept`].
@@ -151,8 +152,9 @@ pub struct Config {
     pub send_buffer: usize,
     /// The receive buffer a connection starts with (what its window offers at first).
     pub recv_buffer: usize,
-    /// Receive-buffer auto-tuning grows the buffer up to this (the maximum of Linux's `tcp_rmem`); at or
-    /// below `recv_buffer`, the buffer keeps its size. The window scale is chosen to cover it.
+    /// Receive-buffer auto-tuning grows the buffer up to this (the maximum of Linux's
+    /// `tcp_rmem`); at or below `recv_buffer`, the buffer keeps its size. The window scale is
+    /// chosen to cover it.
     pub recv_buffer_max: usize,
     pub rto_initial: Duration,
     pub rto_min: Duration,
