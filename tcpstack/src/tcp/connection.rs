@@ -1982,6 +1982,13 @@ impl Connection {
                     .max(1)
         );
         assert!(self.control.len() <= MAX_CONTROL_QUEUE);
+        assert_eq!(
+            self.in_recovery,
+            self.prr.is_some(),
+            "PRR runs exactly in recovery"
+        );
+        assert!(!self.sack_recovery || self.in_recovery);
+        assert!(self.sack_permitted || self.scoreboard.sacked().is_empty());
         assert!(self.events.len() <= 7, "events are deduplicated");
         if self.state != State::Closed && self.state != State::TimeWait {
             assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_nxt);

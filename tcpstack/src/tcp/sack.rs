@@ -577,10 +577,18 @@ impl SackScoreboard {
             return 0;
         }
         let margin = (DUP_THRESH - 1) * self.mss;
+        let Some(high_sacked) = self.high_sacked() else {
+            return 0;
+        };
         let mut found = 0;
         for i in 0..self.retransmitted.len() {
             let r = self.retransmitted[i];
-            if r.lost || r.dsacked || !r.in_recovery || r.range.end <= self.snd_una {
+            if r.lost
+                || r.dsacked
+                || !r.in_recovery
+                || r.range.end <= self.snd_una
+                || high_sacked <= r.sent_before + margin
+            {
                 continue;
             }
             if self.sacked_above(r.sent_before) > margin && self.unsacked_part(r.range).is_some() {
