@@ -77,6 +77,9 @@ pub struct LabSpec {
     pub addr_a: Ipv4Addr,
     pub addr_b: Ipv4Addr,
     pub prefix_len: u8,
+    /// A third namespace the link runs through (a bridge joining A's and B's veths), where
+    /// [`Lab::add_loss`] drops packets; `None` joins A and B directly.
+    pub ns_link: Option<String>,
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -92,6 +95,7 @@ impl LabSpec {
             addr_a: Ipv4Addr::new(198, 18, 0, 1),
             addr_b: Ipv4Addr::new(198, 18, 0, 2),
             prefix_len: 24,
+            ns_link: None,
         }
     }
 
@@ -110,7 +114,20 @@ impl LabSpec {
             addr_a: Ipv4Addr::new(198, 19, subnet, 1),
             addr_b: Ipv4Addr::new(198, 19, subnet, 2),
             prefix_len: 24,
+            ns_link: None,
         }
+    }
+
+    /// The same lab with the link running through a bridge in a third namespace (A's name
+    /// ending in `-m` instead of `-a`), where loss can be added.
+    ///
+    /// Why not drop in B: iptables (or tc) dropping what B's own TCP sends reports the drop back
+    /// to that TCP, which sends the segment again at once, as if nothing was lost; only packets
+    /// dropped on the way, as a bridge in between drops them, are lost to both ends.
+    pub fn lossy(mut self) -> LabSpec {
+        let base = self.ns_a.strip_suffix("-a").unwrap_or(&self.ns_a);
+        self.ns_link = Some(format!("{base}-m"));
+        self
     }
 }
 
@@ -137,6 +154,11 @@ impl Lab {
         Lab::create(LabSpec::unique())
     }
 
+    /// A fresh lab whose link runs through a namespace where [`Lab::add_loss`] works.
+    pub fn lossy() -> Result<Lab> {
+        Lab::create(LabSpec::unique().lossy())
+    }
+
     /// Creates the namespaces, the veth pair (created directly inside them, so nothing ever
     /// appears in the host's namespace), addresses and links, and turns tx checksum offload off.
     pub fn create(spec: LabSpec) -> Result<Lab> {
@@ -153,10 +175,14 @@ impl Lab {
         let s = &lab.spec;
         run(Command::new("ip").args(["netns", "add", &s.ns_a]))?;
         run(Command::new("ip").args(["netns", "add", &s.ns_b]))?;
-        run(Command::new("ip").args([
-            "link", "add", &s.if_a, "netns", &s.ns_a, "type", "veth", "peer", "name", &s.if_b,
-            "netns", &s.ns_b,
-        ]))?;
+        match &s.ns_link {
+            None => run(Command::new("ip").args([
+                "link", "add", &s.if_a, "netns", &s.ns_a, "type", "veth", "peer", "name", &s.if_b,
+                "netns", &s.ns_b,
+            ]))
+            .map(drop)?,
+            Some(m) => lab.bridge_through(m)?,
+        }
         for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
             let cidr = format!("{addr}/{}", s.prefix_len);
             run(Command::new("ip").args(["-n", ns, "addr", "add", &cidr, "dev", iface]))?;
@@ -172,6 +198,30 @@ impl Lab {
             lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
         }
         Ok(lab)
+    }
+
+    /// Namespace `m` with a bridge joining a veth to A's and one to B's, and iptables seeing
+    /// what the bridge forwards (for the loss rules).
+    fn bridge_through(&self, m: &str) -> Result<()> {
+        let s = &self.spec;
+        run(Command::new("ip").args(["netns", "add", m]))?;
+        for (ns, iface, port) in [(&s.ns_a, &s.if_a, "link-a"), (&s.ns_b, &s.if_b, "link-b")] {
+            run(Command::new("ip").args([
+                "link", "add", iface, "netns", ns, "type", "veth", "peer", "name", port, "netns", m,
+            ]))?;
+        }
+        run(Command::new("ip").args(["-n", m, "link", "add", "br0", "type", "bridge"]))?;
+        for port in ["link-a", "link-b"] {
+            run(Command::new("ip").args(["-n", m, "link", "set", port, "master", "br0"]))?;
+        }
+        for link in ["lo", "link-a", "link-b", "br0"] {
+            run(Command::new("ip").args(["-n", m, "link", "set", link, "up"]))?;
+        }
+        self.exec_in(
+            m,
+            &["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"],
+        )?;
+        Ok(())
     }
 
     /// Keeps the namespaces when the value is dropped (`cargo xtask lab up`).
@@ -260,15 +310,15 @@ impl Lab {
             .with_context(|| format!("listening on {addr} in {}", self.spec.ns_a))
     }
 
-    /// Makes namespace B drop each packet it receives or sends with `probability`
-    /// (iptables `statistic`). The rules go with the namespace.
+    /// Makes the link drop each packet, either way, with `probability` (iptables `statistic`
+    /// in the link namespace of a [`Lab::lossy`] lab). The rules go with the namespace.
     pub fn add_loss(&self, probability: f64) -> Result<()> {
         self.add_loss_matching(probability, &[])?.keep();
         Ok(())
     }
 
     /// Like [`Lab::add_loss`], for the TCP segments to or from `port` only (either end), so
-    /// that ARP and everything else on the link get through. The rules last until the returned
+    /// that ARP and everything else on the link get through. The rule lasts until the returned
     /// guard drops (or the namespace goes).
     pub fn add_tcp_port_loss(&self, port: u16, probability: f64) -> Result<LossRules> {
         let port = port.to_string();
@@ -278,29 +328,32 @@ impl Lab {
         )
     }
 
-    /// One DROP rule on INPUT and one on OUTPUT of B's veth, for packets that also match `filter`.
+    /// The namespace where the loss rules live and count their drops.
+    pub fn loss_ns(&self) -> Result<&str> {
+        self.spec.ns_link.as_deref().context(
+            "loss needs a lab whose link runs through a namespace of its own (Lab::lossy, \
+             LabSpec::lossy): drops in B would be reported to B's TCP, which resends at once",
+        )
+    }
+
+    /// One DROP rule on the bridge's FORWARD chain, for packets that also match `filter`.
     fn add_loss_matching(&self, probability: f64, filter: &[&str]) -> Result<LossRules> {
+        let ns = self.loss_ns()?;
         let p = format!("{probability}");
-        let mut added = LossRules {
-            ns: self.spec.ns_b.clone(),
-            rules: Vec::new(),
-        };
-        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
-            let statistic = ["-m", "statistic", "--mode", "random", "--probability", &p];
-            let rule: Vec<&str> = [chain, dir, &self.spec.if_b]
-                .into_iter()
-                .chain(filter.iter().copied())
-                .chain(statistic)
-                .chain(["-j", "DROP"])
-                .collect();
-            let mut add = vec!["iptables", "-A"];
-            add.extend(&rule);
-            self.exec_in(&self.spec.ns_b, &add)?;
-            added
-                .rules
-                .push(rule.into_iter().map(str::to_owned).collect());
-        }
-        Ok(added)
+        let statistic = ["-m", "statistic", "--mode", "random", "--probability", &p];
+        let rule: Vec<&str> = ["FORWARD"]
+            .into_iter()
+            .chain(filter.iter().copied())
+            .chain(statistic)
+            .chain(["-j", "DROP"])
+            .collect();
+        let mut add = vec!["iptables", "-A"];
+        add.extend(&rule);
+        self.exec_in(ns, &add)?;
+        Ok(LossRules {
+            ns: ns.to_owned(),
+            rules: vec![rule.into_iter().map(str::to_owned).collect()],
+        })
     }
 
     /// Starts tcpdump on `iface` in `ns` (`filter` in pcap syntax) and waits until it captures.
@@ -339,7 +392,10 @@ impl Lab {
     /// The processes running in both namespaces, then the namespaces themselves.
     fn remove(&self) -> Result<()> {
         let mut errors = Vec::new();
-        for ns in [&self.spec.ns_a, &self.spec.ns_b] {
+        for ns in [&self.spec.ns_a, &self.spec.ns_b]
+            .into_iter()
+            .chain(&self.spec.ns_link)
+        {
             if let Err(e) = delete_namespace(ns) {
                 errors.push(format!("{e:#}"));
             }

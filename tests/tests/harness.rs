@@ -145,7 +145,7 @@ fn capture_of_a_kernel_echo_passes_the_conversation_check() -> Result<()> {
 #[test]
 #[ignore = "needs root and network namespaces: run cargo xtask test"]
 fn loss_rule_drops_packets_and_kernel_tcp_still_delivers() -> Result<()> {
-    let lab = Lab::new()?;
+    let lab = Lab::lossy()?;
     let echo = EchoServer::start(lab.kernel_listen_a(7009)?)?;
     lab.add_loss(0.02)?;
     let data = pattern(4 << 20, 3);
@@ -155,7 +155,7 @@ fn loss_rule_drops_packets_and_kernel_tcp_still_delivers() -> Result<()> {
         sha256_hex(&echoed) == sha256_hex(&data),
         "digest differs under loss"
     );
-    let dropped = dropped_packets(lab.ns_b())?;
+    let dropped = dropped_packets(lab.loss_ns()?)?;
     ensure!(dropped > 0, "the loss rule dropped nothing");
     println!(
         "loss rule dropped {dropped} packets; {} bytes intact",

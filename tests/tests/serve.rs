@@ -248,19 +248,19 @@ fn concurrent_200_connections(backend: Backend) -> Result<()> {
     server.assert_running()
 }
 
-/// iptables drops 2 % of the packets namespace B receives and sends; 32 MB each way through
-/// the echo still arrive intact.
+/// The link drops 2 % of the echo port's packets; 32 MB each way through the echo still
+/// arrive intact.
 fn loss_2_percent(backend: Backend) -> Result<()> {
     echo_under_loss(backend, 0.02, 32 << 20)
 }
 
-/// iptables in namespace B drops each segment of the echo port's connections with
-/// `probability`, on the way in and on the way out: `len` bytes go kernel → tcpstack and come
+/// The link (iptables `statistic` on the bridge between A and B) drops each segment of the
+/// echo port's connections with `probability`, either way: `len` bytes go kernel → tcpstack and come
 /// back tcpstack → kernel intact (SHA-256 compared). Before closing, `tcpstack ss` must show
 /// the server's connection recovering (retransmissions), and it is printed with the run time.
 fn echo_under_loss(backend: Backend, probability: f64, len: usize) -> Result<()> {
     let started = std::time::Instant::now();
-    let lab = Lab::new()?;
+    let lab = Lab::lossy()?;
     let control = lab.dir.join("control.sock");
     let mut server = lab.serve(
         backend,
@@ -286,7 +286,7 @@ fn echo_under_loss(backend: Backend, probability: f64, len: usize) -> Result<()>
     stream.shutdown(Shutdown::Write)?;
     let rest = read_to_end(&stream).context("reading to the server's FIN")?;
     ensure!(rest.is_empty(), "{} bytes after the echo", rest.len());
-    let dropped = dropped_packets(lab.ns_b())?;
+    let dropped = dropped_packets(lab.loss_ns()?)?;
     ensure!(dropped > 0, "the loss rule dropped nothing");
     let fields = |keys: &[&str]| {
         keys.iter()

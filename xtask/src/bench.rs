@@ -6,7 +6,8 @@
 //! request/response and connect-request-response-close (`tcpstack bench`), server CPU per GB
 //! and per 10k connections, server memory with 10 000 idle connections, and one-stream iperf3
 //! each way with 1 % and 3 % random loss in both directions of the link (iptables `statistic`
-//! in the peer's namespace; kernel and xdp only, once with `--quick`). The medians over the
+//! on a bridge between the namespaces, in a lab of its own; kernel and xdp only, once with
+//! `--quick`). The medians over the
 //! rounds, and tcpstack / kernel for each row, go to the terminal, `target/bench/report.json`,
 //! `target/bench/report.svg` and a README snippet. A tcpstack row that fails shows as
 //! `failed: <reason>` and the rest goes on.
@@ -55,7 +56,19 @@ fn bench_lab_spec() -> LabSpec {
         addr_a: Ipv4Addr::new(198, 18, 1, 1),
         addr_b: Ipv4Addr::new(198, 18, 1, 2),
         prefix_len: 24,
+        ns_link: None,
     }
+}
+
+/// The lab of the loss rows, made after the main one is gone: the same addresses, the link
+/// through a bridge in a third namespace where iptables drops packets (see `LabSpec::lossy`).
+fn loss_lab_spec() -> LabSpec {
+    LabSpec {
+        ns_a: "tcps-bench-loss-a".into(),
+        ns_b: "tcps-bench-loss-b".into(),
+        ..bench_lab_spec()
+    }
+    .lossy()
 }
 
 /// The Debian packages the benchmark runs.
@@ -105,7 +118,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     procs::raise_nofile_limit()?;
 
     let spec = bench_lab_spec();
-    for ns in [&spec.ns_a, &spec.ns_b] {
+    let loss_spec = loss_lab_spec();
+    for ns in [&spec.ns_a, &spec.ns_b, &loss_spec.ns_a, &loss_spec.ns_b]
+        .into_iter()
+        .chain(&loss_spec.ns_link)
+    {
         tcpstack_integration::delete_namespace(ns)
             .with_context(|| format!("removing {ns} left by an earlier run"))?;
     }
@@ -122,6 +139,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     step("removing the lab");
     lab.destroy()?;
     let commands = outcome?;
+    measure_loss(loss_spec, &tcpstack, &plan, &mut results)?;
 
     let run = RunInfo {
         quick: args.quick,
@@ -206,12 +224,6 @@ fn measure(lab: &Lab, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Re
             for target in Target::ALL {
                 let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
                 idle_row(lab, tcpstack, &plan.load, target, &label, results)?;
-            }
-        }
-        if round <= plan.loss_rounds {
-            for target in [Target::Kernel, Target::Xdp] {
-                let label = format!("round {round}/{} {:<6}", plan.rounds, target.name());
-                loss_rows(lab, tcpstack, &plan.load, target, &label, results)?;
             }
         }
     }
@@ -324,15 +336,38 @@ fn bulk_rows(
     Ok(())
 }
 
+/// The loss rows, in a lab of their own (the bridge in between would change every other row).
+fn measure_loss(spec: LabSpec, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Result<()> {
+    step(&format!(
+        "creating the loss lab: {} <-> bridge in {} <-> {}",
+        spec.ns_a,
+        spec.ns_link.as_deref().unwrap_or("?"),
+        spec.ns_b
+    ));
+    let lab = Lab::create(spec)?;
+    let outcome = (|| {
+        prepare_peer(&lab)?;
+        for round in 1..=plan.loss_rounds {
+            for target in [Target::Kernel, Target::Xdp] {
+                let label = format!("loss {round}/{} {:<6}", plan.loss_rounds, target.name());
+                loss_rows(&lab, tcpstack, &plan.load, target, &label, results)?;
+            }
+        }
+        Ok(())
+    })();
+    step("removing the loss lab");
+    lab.destroy()?;
+    outcome
+}
+
 /// The loss rates of the loss rows, with their rows: client->server, then -R.
 const LOSS_RUNS: [(f64, &str, &str); 2] = [
     (0.01, report::LOSS1_UP, report::LOSS1_DOWN),
     (0.03, report::LOSS3_UP, report::LOSS3_DOWN),
 ];
 
-/// iperf3 with one stream each way while iptables in the peer's namespace drops each segment of
-/// the iperf3 port with the given probability, arriving and leaving (so data and ACKs are lost
-/// in both directions).
+/// iperf3 with one stream each way while iptables on the bridge between A and B drops each
+/// segment of the iperf3 port with the given probability, either way (data and ACKs).
 fn loss_rows(
     lab: &Lab,
     tcpstack: &Path,
