@@ -774,7 +774,7 @@ fn time_wait_entries_keep_timestamps_ignore_rsts_and_reopen_for_a_newer_tsval() 
 }
 
 #[test]
-fn a_syn_cookie_connection_uses_neither_timestamps_nor_sack() {
+fn a_syn_cookie_keeps_window_scale_and_sack_in_its_timestamp() {
     let now = Instant::now();
     let config = EndpointConfig {
         max_half_open: 0,
@@ -783,18 +783,80 @@ fn a_syn_cookie_connection_uses_neither_timestamps_nor_sack() {
     let mut ep = endpoint(config, now);
     ep.listen(local(PORT)).unwrap();
     let client = peer(40008);
-    ep.handle_packet(
-        &packet_with_timestamps(client, 100, 0, TcpFlags::SYN, 5000, 0),
-        now,
-    );
+    let mut syn = TcpHeader {
+        src_port: client.port(),
+        dst_port: PORT,
+        seq: SeqNum(100),
+        flags: TcpFlags::SYN,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    syn.options.mss = Some(1460);
+    syn.options.window_scale = Some(9);
+    syn.options.sack_permitted = true;
+    syn.options.timestamps = Some(wire::Timestamps {
+        tsval: 5000,
+        tsecr: 0,
+    });
+    let mut frame = Vec::new();
+    wire::emit_ipv4_tcp(PEER, LOCAL, &syn, &[], 1, &mut frame);
+    ep.handle_packet(&frame, now);
     let cookie = sent(&mut ep, now)[0].0;
     assert_eq!(ep.stats().syn_cookies_sent, 1);
+    assert_eq!(ep.connection_count(), 0, "no state kept");
+    assert_eq!(cookie.options.window_scale, Some(7));
+    assert!(cookie.options.sack_permitted);
+    let ts = cookie.options.timestamps.expect("timestamps answered");
+    assert_eq!(ts.tsecr, 5000);
+    // The low six bits: the peer's shift 9, and SACK-permitted (Linux's layout).
+    assert_eq!(ts.tsval & 0x3f, 0x10 | 9);
+    // The final ACK echoes that TSval: the connection gets every option back.
+    let ack = TcpFlags::ACK;
+    ep.handle_packet(
+        &packet_with_timestamps(client, 101, cookie.seq.0 + 1, ack, 5001, ts.tsval),
+        now,
+    );
+    assert_eq!(ep.stats().syn_cookies_accepted, 1);
+    let handle = ep.accept(local(PORT)).expect("established from the cookie");
+    let conn = ep.connection_mut(handle).unwrap();
+    assert!(conn.stats().timestamps);
+    assert!(conn.stats().sack);
+    assert_eq!(conn.window_scale(), Some((7, 9)));
+    conn.send(b"hi").unwrap();
+    let data = sent(&mut ep, now)[0].0;
+    assert_eq!(data.options.timestamps.map(|ts| ts.tsecr), Some(5001));
+}
+
+#[test]
+fn a_syn_cookie_without_timestamps_uses_neither_sack_nor_window_scale() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        max_half_open: 0,
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    ep.listen(local(PORT)).unwrap();
+    let client = peer(40009);
+    let mut syn = TcpHeader {
+        src_port: client.port(),
+        dst_port: PORT,
+        seq: SeqNum(100),
+        flags: TcpFlags::SYN,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    syn.options.window_scale = Some(9);
+    syn.options.sack_permitted = true;
+    let mut frame = Vec::new();
+    wire::emit_ipv4_tcp(PEER, LOCAL, &syn, &[], 1, &mut frame);
+    ep.handle_packet(&frame, now);
+    let cookie = sent(&mut ep, now)[0].0;
+    assert_eq!(cookie.options.timestamps, None);
     assert_eq!(
-        cookie.options.timestamps, None,
-        "a cookie cannot remember them"
+        cookie.options.window_scale, None,
+        "a cookie cannot remember it"
     );
     assert!(!cookie.options.sack_permitted);
-    // The peer then sends none either (RFC 7323 §3.2), and the connection uses none.
     ep.handle_packet(
         &packet(
             client,
@@ -806,14 +868,11 @@ fn a_syn_cookie_connection_uses_neither_timestamps_nor_sack() {
         ),
         now,
     );
-    assert_eq!(ep.stats().syn_cookies_accepted, 1);
     let handle = ep.accept(local(PORT)).expect("established from the cookie");
     let conn = ep.connection_mut(handle).unwrap();
     assert!(!conn.stats().timestamps);
     assert!(!conn.stats().sack);
-    conn.send(b"hi").unwrap();
-    let data = sent(&mut ep, now)[0].0;
-    assert_eq!(data.options.timestamps, None);
+    assert_eq!(conn.window_scale(), None);
 }
 
 /// A segment from the peer's listening port to our `port`, with timestamps.

@@ -2,8 +2,10 @@
 //! encodes the connection instead of a TCB, and the final ACK brings it back.
 //!
 //! ISN layout, as Linux's: 5 bits of a 64-second counter, 3 bits of MSS index, 24 bits of a
-//! keyed hash of the 4-tuple, the counter and the peer's ISN. Window scaling, SACK and
-//! timestamps cannot be remembered, so a connection opened from a cookie uses none of them.
+//! keyed hash of the 4-tuple, the counter and the peer's ISN. When the SYN carried timestamps,
+//! the SYN-ACK's TSval keeps its window scale and SACK-permitted in its low bits, which the
+//! final ACK echoes, as Linux's cookie_init_timestamp does; without timestamps, a connection
+//! opened from a cookie uses none of these options.
 
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
@@ -22,6 +24,53 @@ const MAX_AGE: u32 = 2;
 /// How long after the last cookie went out ACKs can still carry one.
 pub(super) const MAX_LIFETIME: Duration =
     Duration::from_secs(PERIOD.as_secs() * (MAX_AGE as u64 + 1));
+
+/// Low bits of a cookie SYN-ACK's TSval that carry the SYN's options (Linux's TSBITS).
+const TS_OPTION_BITS: u32 = 6;
+const TS_OPTION_MASK: u32 = (1 << TS_OPTION_BITS) - 1;
+/// The window-scale field (4 bits) when the SYN had no window scale.
+const NO_WINDOW_SCALE: u32 = 0xf;
+const SACK_PERMITTED_BIT: u32 = 1 << 4;
+/// The largest window shift (RFC 7323 §2.3).
+const MAX_WINDOW_SHIFT: u8 = 14;
+
+/// The SYN options a cookie SYN-ACK's TSval remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CookieOptions {
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+}
+
+impl CookieOptions {
+    /// A TSval no later than `tsval_now` (our clock never runs backwards for the peer) whose
+    /// low bits carry these options.
+    pub(super) fn encode(self, tsval_now: u32) -> u32 {
+        let bits = self.window_scale.map_or(NO_WINDOW_SCALE, |shift| {
+            u32::from(shift.min(MAX_WINDOW_SHIFT))
+        }) | if self.sack_permitted {
+            SACK_PERMITTED_BIT
+        } else {
+            0
+        };
+        let tsval = (tsval_now & !TS_OPTION_MASK) | bits;
+        if tsval > tsval_now {
+            (tsval_now & !TS_OPTION_MASK).wrapping_sub(1 << TS_OPTION_BITS) | bits
+        } else {
+            tsval
+        }
+    }
+
+    /// The options from the TSecr of the ACK that completes a cookie handshake. Four bits hold
+    /// every shift up to 14 and the "none" value, so any TSecr decodes to options some SYN could
+    /// have had; a peer that changes them only harms its own connection, as with Linux.
+    pub(super) fn decode(tsecr: u32) -> Self {
+        let shift = tsecr & 0xf;
+        CookieOptions {
+            window_scale: (shift != NO_WINDOW_SCALE).then_some(shift as u8),
+            sack_permitted: tsecr & SACK_PERMITTED_BIT != 0,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(super) struct CookieJar {
@@ -119,5 +168,24 @@ mod tests {
         // An MSS between table entries rounds down; below the table, the minimum.
         assert_eq!(jar.make(&tuple(1), SeqNum(5), 1459, now).1, 1440);
         assert_eq!(jar.make(&tuple(1), SeqNum(5), 100, now).1, 536);
+    }
+
+    #[test]
+    fn options_ride_in_the_low_bits_of_a_tsval_never_ahead_of_the_clock() {
+        let options = CookieOptions {
+            window_scale: Some(7),
+            sack_permitted: true,
+        };
+        let tsval = options.encode(1_000_000);
+        assert!(tsval <= 1_000_000 && 1_000_000 - tsval < 128);
+        assert_eq!(CookieOptions::decode(tsval), options);
+        // Low bits of the clock below the options' value: the previous 64 ms step.
+        let early = options.encode(0x1_0000);
+        assert_eq!(early, 0xffc0 | 0x17);
+        let none = CookieOptions {
+            window_scale: None,
+            sack_permitted: false,
+        };
+        assert_eq!(CookieOptions::decode(none.encode(12_345)), none);
     }
 }

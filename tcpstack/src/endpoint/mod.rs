@@ -27,11 +27,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::tcp::{
     self, Connection, Event, FourTuple, IsnGenerator, ListenAction, Segment, State, TimeWait,
-    TimeWaitOutcome,
+    TimeWaitOutcome, TimestampClock,
 };
 use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
 
-use cookie::CookieJar;
+use cookie::{CookieJar, CookieOptions};
 use trace::ConnectionTrace;
 
 /// How long a TIME-WAIT entry with timestamps must have heard nothing before an active open may
@@ -908,30 +908,49 @@ impl Endpoint {
         }
     }
 
-    /// The connection settings for a connection opened by a SYN cookie, which cannot remember
-    /// a window scale, SACK-permitted or the peer's timestamp: its SYN-ACK offers none of them,
-    /// so the connection completed from the cookie uses none either.
-    fn cookie_connection_config(&self) -> tcp::Config {
+    /// The connection settings for a connection opened by a SYN cookie. Without timestamps to
+    /// carry them (see cookie.rs), its SYN-ACK offers no window scale, SACK-permitted or
+    /// timestamps, so the connection completed from the cookie uses none either.
+    fn cookie_connection_config(&self, with_timestamps: bool) -> tcp::Config {
+        let config = self.config.connection.clone();
+        if with_timestamps {
+            return config;
+        }
         tcp::Config {
             window_scaling: false,
             sack: false,
             timestamps: false,
-            ..self.config.connection.clone()
+            ..config
         }
     }
 
-    /// The SYN as a cookie remembers it: sequence number and MSS, no other option.
-    fn remembered_syn(header: &TcpHeader, peer_isn: SeqNum, mss: u16) -> TcpHeader {
+    /// The SYN as a cookie remembers it: sequence number and MSS, and with timestamps the
+    /// options their TSval carries (`peer_tsval` becomes TS.Recent).
+    fn remembered_syn(
+        header: &TcpHeader,
+        peer_isn: SeqNum,
+        mss: u16,
+        timestamps: Option<(CookieOptions, u32)>,
+    ) -> TcpHeader {
+        let mut options = TcpOptions {
+            mss: Some(mss),
+            ..TcpOptions::default()
+        };
+        if let Some((remembered, peer_tsval)) = timestamps {
+            options.window_scale = remembered.window_scale;
+            options.sack_permitted = remembered.sack_permitted;
+            options.timestamps = Some(wire::Timestamps {
+                tsval: peer_tsval,
+                tsecr: 0,
+            });
+        }
         TcpHeader {
             src_port: header.src_port,
             dst_port: header.dst_port,
             seq: peer_isn,
             flags: TcpFlags::SYN,
             window: header.window,
-            options: TcpOptions {
-                mss: Some(mss),
-                ..TcpOptions::default()
-            },
+            options,
             ..TcpHeader::default()
         }
     }
@@ -940,15 +959,31 @@ impl Endpoint {
     fn send_cookie(&mut self, tuple: FourTuple, syn: &TcpHeader, now: Instant) {
         let peer_mss = syn.options.mss.unwrap_or(536);
         let (isn, mss) = self.cookies.make(&tuple, syn.seq, peer_mss, now);
-        let remembered = Self::remembered_syn(syn, syn.seq, mss);
+        let config = &self.config.connection;
+        let timestamps = syn
+            .options
+            .timestamps
+            .filter(|_| config.timestamps)
+            .map(|ts| {
+                let options = CookieOptions {
+                    window_scale: syn.options.window_scale.filter(|_| config.window_scaling),
+                    sack_permitted: syn.options.sack_permitted && config.sack,
+                };
+                (options, ts.tsval)
+            });
+        let remembered = Self::remembered_syn(syn, syn.seq, mss, timestamps);
         // The SYN-ACK a connection would send, without keeping the connection.
         let mut conn = Connection::accept(
-            self.cookie_connection_config(),
+            self.cookie_connection_config(timestamps.is_some()),
             tuple,
             &remembered,
             isn,
             now,
         );
+        if let Some((options, _)) = timestamps {
+            let tsval = options.encode(self.isn.timestamp_clock(&tuple).tsval(now));
+            conn.set_timestamp_clock(TimestampClock::new(now, tsval));
+        }
         if let Some(segment) = conn.poll_transmit(now) {
             self.stats.syn_cookies_sent += 1;
             self.last_cookie = Some(now);
@@ -984,14 +1019,21 @@ impl Endpoint {
             return true;
         }
         listener.half_open += 1;
-        let remembered = Self::remembered_syn(header, peer_isn, mss);
+        // The options the SYN-ACK's TSval remembered come back in the TSecr.
+        let timestamps = header
+            .options
+            .timestamps
+            .filter(|_| self.config.connection.timestamps)
+            .map(|ts| (CookieOptions::decode(ts.tsecr), ts.tsval));
+        let remembered = Self::remembered_syn(header, peer_isn, mss, timestamps);
         let mut conn = Connection::accept(
-            self.cookie_connection_config(),
+            self.cookie_connection_config(timestamps.is_some()),
             tuple,
             &remembered,
             isn,
             now,
         );
+        conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
         // Its SYN-ACK went out as the cookie.
         while conn.poll_transmit(now).is_some() {}
         conn.handle_segment(header, payload, now);
