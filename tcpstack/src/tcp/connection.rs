@@ -395,11 +395,17 @@ impl Connection {
     }
 
     /// Switches the congestion control algorithm (Linux's TCP_CONGESTION). Meant for before data
-    /// flows: the new algorithm starts from its initial window, as a fresh connection would.
+    /// flows: the new algorithm starts from its initial window, as a fresh connection would. A
+    /// recovery under way ends with the old algorithm's reduction; holes it leaves are repaired
+    /// by the next recovery or the RTO.
     pub fn set_congestion(&mut self, algorithm: CongestionAlgorithm) {
         self.config.congestion = algorithm;
         self.cc = algorithm.build(self.send_mss);
         self.undo_armed = false;
+        self.in_recovery = false;
+        self.sack_recovery = false;
+        self.prr = None;
+        self.recovery_budget = 0;
     }
 
     pub fn stats(&self) -> ConnectionStats {

@@ -338,3 +338,22 @@ fn an_ack_with_new_sack_information_is_a_duplicate_whatever_its_window() {
     assert_eq!(sent(&mut h), [0], "fast retransmit");
     assert_eq!(h.conn.stats().sack_recoveries, 1);
 }
+
+/// Switching algorithms in the middle of a recovery leaves a sane window behind.
+#[test]
+fn switching_algorithm_during_recovery_starts_the_new_one_fresh() {
+    let mut h = lose_first_segment(CongestionAlgorithm::Cubic, 20);
+    h.conn.set_congestion(CongestionAlgorithm::NewReno);
+    assert_eq!(h.conn.stats().cwnd, 10 * MSS);
+    h.send(&sack_ack(12, &[]));
+    let stats = h.conn.stats();
+    assert_eq!(
+        (stats.cwnd, stats.congestion),
+        (12 * MSS, CongestionAlgorithm::NewReno)
+    );
+    assert_eq!(
+        sent(&mut h).len(),
+        8,
+        "the rest of the data, within the window"
+    );
+}
