@@ -158,6 +158,8 @@ pub struct Load {
     pub crr_workers: usize,
     pub idle_connections: usize,
     pub scratch: PathBuf,
+    /// iperf3 `-C`: the kernel sockets' congestion control on both ends (None: the default).
+    pub congestion: Option<&'static str>,
 }
 
 /// What one iperf3 run moved.
@@ -177,6 +179,9 @@ pub fn iperf3_command(lab: &Lab, load: &Load, streams: usize, reverse: bool) -> 
         .args(["-P", &streams.to_string()]);
     if reverse {
         cmd.arg("-R");
+    }
+    if let Some(algorithm) = load.congestion {
+        cmd.args(["-C", algorithm]);
     }
     cmd
 }

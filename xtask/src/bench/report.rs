@@ -525,10 +525,12 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
          connection rates (a small epoll echo server on the kernel's TCP is the kernel side), \
          /proc for the server's CPU time and memory, and one iperf3 stream each way while \
          iptables `statistic` on a bridge between the namespaces drops 1 % or 3 % of the \
-         segments of the iperf3 port either way (kernel and xdp only). It prints the medians \
+         segments of the iperf3 port either way (kernel and xdp only; the kernel runs CUBIC \
+         there, as tcpstack does, whatever the host's default). It prints the medians \
          and writes `target/bench/report.json` and `target/bench/report.svg`. \
-         The full run (5 rounds of 10 s tests) takes about 20 minutes, `cargo xtask bench \
-         --quick` (2 rounds of 2 s tests) under three; `--rounds N` and `--no-build` adjust it.\n"
+         The full run (5 rounds of 10 s tests, 3 of the loss rows) takes about 25 minutes, \
+         `cargo xtask bench --quick` (2 rounds of 2 s tests, 1 round of 5 s loss tests) under three; \
+         `--rounds N` and `--no-build` adjust it.\n"
     );
     let _ = writeln!(
         md,
