@@ -147,6 +147,9 @@ pub async fn serve<L: Listener>(listener: L, config: Iperf3Config) -> io::Result
 /// hand them (with their accept order, which is the order the client opened them in).
 struct Busy<S> {
     cookie: Cookie,
+    /// The accept order of its control connection: which test this is, even when a client
+    /// reuses a cookie.
+    test: u64,
     streams: Option<mpsc::UnboundedSender<(u64, S)>>,
 }
 
@@ -156,12 +159,33 @@ fn lock<S>(slot: &Slot<S>) -> MutexGuard<'_, Option<Busy<S>>> {
     slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Frees the slot when the test ends, however it ends.
-struct BusyGuard<S>(Slot<S>);
+/// The slot as the test holding it sees it: frees it when the test ends, however it ends.
+struct TestSlot<S> {
+    slot: Slot<S>,
+    test: u64,
+}
 
-impl<S> Drop for BusyGuard<S> {
+impl<S> TestSlot<S> {
+    /// Where the data streams carrying this test's cookie go, or `None` once they are in.
+    fn hand_streams_to(&self, streams: Option<mpsc::UnboundedSender<(u64, S)>>) {
+        if let Some(busy) = lock(&self.slot).as_mut().filter(|b| b.test == self.test) {
+            busy.streams = streams;
+        }
+    }
+
+    /// Lets the next test in. Only this test's entry is cleared: once released, the slot may
+    /// already belong to the next client.
+    fn release(&self) {
+        let mut busy = lock(&self.slot);
+        if busy.as_ref().is_some_and(|b| b.test == self.test) {
+            *busy = None;
+        }
+    }
+}
+
+impl<S> Drop for TestSlot<S> {
     fn drop(&mut self) {
-        *lock(&self.0) = None;
+        self.release();
     }
 }
 
@@ -198,6 +222,7 @@ async fn on_connection<S: AppStream>(
             None => {
                 *busy = Some(Busy {
                     cookie,
+                    test: order,
                     streams: None,
                 });
                 Role::Control(stream)
@@ -205,6 +230,7 @@ async fn on_connection<S: AppStream>(
             Some(Busy {
                 cookie: current,
                 streams: Some(streams),
+                ..
             }) if *current == cookie => match streams.send((order, stream)) {
                 Ok(()) => Role::Handed,
                 Err(mpsc::error::SendError((_, stream))) => Role::Denied(stream),
@@ -226,7 +252,7 @@ async fn on_connection<S: AppStream>(
         }
     };
 
-    let _busy = BusyGuard(slot.clone());
+    let slot = TestSlot { slot, test: order };
     tracing::info!(%peer, "iperf3: test starting");
     match run_test(stream, &slot, &config).await {
         Ok(summary) => tracing::info!(%peer, "iperf3: test done: {summary}"),
@@ -356,7 +382,7 @@ impl std::fmt::Display for TestSummary {
 
 async fn run_test<S: AppStream>(
     mut ctrl: S,
-    slot: &Slot<S>,
+    slot: &TestSlot<S>,
     config: &Iperf3Config,
 ) -> Result<TestSummary, TestError> {
     let cpu_start = CpuClock::now();
@@ -373,14 +399,10 @@ async fn run_test<S: AppStream>(
     let directions = params.directions();
 
     let (streams_tx, mut streams_rx) = mpsc::unbounded_channel();
-    if let Some(busy) = lock(slot).as_mut() {
-        busy.streams = Some(streams_tx);
-    }
+    slot.hand_streams_to(Some(streams_tx));
     send_state(&mut ctrl, state::CREATE_STREAMS, config.step_timeout).await?;
     let streams = collect_streams(&mut ctrl, &mut streams_rx, directions.len(), config).await;
-    if let Some(busy) = lock(slot).as_mut() {
-        busy.streams = None;
-    }
+    slot.hand_streams_to(None);
     let streams = streams?;
 
     send_state(&mut ctrl, state::TEST_START, config.step_timeout).await?;
@@ -397,6 +419,10 @@ async fn run_test<S: AppStream>(
     tracing::debug!(%client_results, "iperf3 client results");
     let results = server_results(&summary, &params, cpu_start.utilisation());
     write_json(&mut ctrl, &results, config.step_timeout).await?;
+    // The test is over. A client that starts its next test as soon as it has read
+    // DISPLAY_RESULTS (a script running iperf3 in a loop) must find the server free, so the
+    // slot is released before that byte leaves rather than after IPERF_DONE arrives.
+    slot.release();
     send_state(&mut ctrl, state::DISPLAY_RESULTS, config.step_timeout).await?;
 
     // The client answers DISPLAY_RESULTS with IPERF_DONE and closes; either ends the test.
