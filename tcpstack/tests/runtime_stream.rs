@@ -379,3 +379,31 @@ async fn a_dropped_listener_frees_its_port() {
     assert_eq!(error.kind(), ErrorKind::ConnectionRefused);
     TcpListener::bind(&server, server_addr(80)).unwrap();
 }
+
+#[tokio::test]
+async fn readable_waits_for_data_and_for_the_fin() {
+    let (server, client) = stacks();
+    let listener = TcpListener::bind(&server, server_addr(7)).unwrap();
+    let (mut stream, (accepted, _)) = within(10, async {
+        tokio::join!(
+            async { TcpStream::connect(&client, server_addr(7)).await.unwrap() },
+            async { listener.accept().await.unwrap() }
+        )
+    })
+    .await;
+    let quiet = tokio::time::timeout(Duration::from_millis(200), accepted.readable()).await;
+    assert!(quiet.is_err(), "readable before the peer sent anything");
+
+    stream.write_all(b"x").await.unwrap();
+    within(10, accepted.readable()).await.unwrap();
+    within(10, accepted.readable()).await.unwrap();
+    let (mut reader, _writer) = accepted.into_split();
+    let mut byte = [0u8; 1];
+    assert_eq!(reader.read(&mut byte).await.unwrap(), 1);
+    let quiet = tokio::time::timeout(Duration::from_millis(200), reader.readable()).await;
+    assert!(quiet.is_err(), "readable again once the data was read");
+
+    stream.shutdown().await.unwrap();
+    within(10, reader.readable()).await.unwrap();
+    assert_eq!(reader.read(&mut byte).await.unwrap(), 0, "the FIN");
+}

@@ -1,4 +1,5 @@
-//! Echo (RFC 862) and discard (RFC 863) over TCP: one task per connection, large buffers.
+//! Echo (RFC 862) and discard (RFC 863) over TCP: one task per connection, large buffers,
+//! allocated once the peer first sends (an idle connection holds none).
 
 use std::io;
 
@@ -22,6 +23,7 @@ pub async fn serve_discard<L: Listener>(listener: L) -> io::Result<()> {
 /// One echo connection. Half-close aware: the peer may keep reading after its FIN, and gets
 /// everything it sent before ours.
 pub async fn echo<S: AppStream>(mut stream: S) -> io::Result<()> {
+    stream.readable().await?;
     let mut buffer = vec![0u8; BUFFER_LEN];
     loop {
         let n = stream.read(&mut buffer).await?;
@@ -35,6 +37,7 @@ pub async fn echo<S: AppStream>(mut stream: S) -> io::Result<()> {
 
 /// One discard connection.
 pub async fn discard<S: AppStream>(mut stream: S) -> io::Result<()> {
+    stream.readable().await?;
     let mut buffer = vec![0u8; BUFFER_LEN];
     let mut total = 0u64;
     loop {

@@ -28,6 +28,13 @@ pub trait StreamInfo {
     fn retransmits(&self) -> Option<u64> {
         None
     }
+
+    /// Waits until a read would not block (data, the peer's FIN or an error), as
+    /// `tokio::net::TcpStream::readable` does, so that a server can leave a connection without
+    /// a buffer until it has something to say. Streams that cannot tell are always ready.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// A stream the apps can run on.
@@ -58,6 +65,10 @@ pub trait Connector: Send + Sync + 'static {
 impl StreamInfo for tokio::net::TcpStream {
     fn retransmits(&self) -> Option<u64> {
         kernel_tcp_info(self).map(|info| u64::from(info.tcpi_total_retrans))
+    }
+
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
     }
 }
 

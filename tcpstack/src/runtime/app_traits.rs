@@ -23,6 +23,10 @@ impl StreamInfo for TcpStream {
     fn retransmits(&self) -> Option<u64> {
         self.stats().map(|stats| stats.retransmits)
     }
+
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
 }
 
 /// Active opens on this stack, Nagle off (as `apps::TokioConnector` does for the kernel).

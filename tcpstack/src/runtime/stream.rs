@@ -149,6 +149,18 @@ impl ConnRef {
         }
     }
 
+    /// Ready once a read would not block: data, the peer's FIN, or an error to report.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = self.with(|conn, slot| match conn {
+            Some(conn) if conn.recv_available() == 0 && receives_more(conn.state()) => {
+                register(&mut slot.read_waker, cx.waker());
+                Poll::Pending
+            }
+            _ => Poll::Ready(Ok(())),
+        });
+        outcome.unwrap_or_else(|error| Poll::Ready(Err(error)))
+    }
+
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
@@ -292,6 +304,12 @@ impl TcpStream {
         })
     }
 
+    /// Waits until a read would not block: data, the peer's FIN or an error (as
+    /// `tokio::net::TcpStream::readable`).
+    pub async fn readable(&self) -> io::Result<()> {
+        poll_fn(|cx| self.conn.poll_read_ready(cx)).await
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
         Ok(self.conn.local)
     }
@@ -427,6 +445,12 @@ pub struct OwnedReadHalf {
 }
 
 impl OwnedReadHalf {
+    /// Waits until a read would not block: data, the peer's FIN or an error (as
+    /// `tokio::net::TcpStream::readable`).
+    pub async fn readable(&self) -> io::Result<()> {
+        poll_fn(|cx| self.conn.poll_read_ready(cx)).await
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
         Ok(self.conn.local)
     }
