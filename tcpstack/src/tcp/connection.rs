@@ -414,6 +414,11 @@ impl Connection {
         self.recovery_budget = 0;
     }
 
+    /// The congestion control algorithm in use (Linux's TCP_CONGESTION, read).
+    pub fn congestion(&self) -> CongestionAlgorithm {
+        self.config.congestion
+    }
+
     pub fn stats(&self) -> ConnectionStats {
         ConnectionStats {
             srtt: self.rtt.srtt(),
