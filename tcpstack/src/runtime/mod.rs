@@ -146,7 +146,10 @@ impl StackBuilder {
         })?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("a stack must be built inside a tokio runtime"))?;
-        let capture = self.capture.map(pcap::Capture::new).transpose()?;
+        let capture = self
+            .capture
+            .map(|sink| pcap::Capture::new(sink, now()))
+            .transpose()?;
         let seed = self.seed.unwrap_or_else(rand::random);
         let mut config = self.config;
         let connection = &mut config.connection;
