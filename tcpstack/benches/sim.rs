@@ -1,9 +1,11 @@
 //! Simulator throughput: MB of simulated transfer per CPU second, and the Mbit/s the simulated
-//! link achieved in virtual time, for a few link settings; then the goodput of a 16 MB transfer
-//! under random loss for NewReno without SACK, NewReno with SACK and CUBIC with SACK (issue 5).
-//! Printed, never asserted.
+//! link achieved in virtual time, for a few link settings; the same transfer with no `tracing`
+//! subscriber and with one at info level (the endpoint's debug spans and segment lines off),
+//! side by side; then the goodput of a 16 MB transfer under random loss for NewReno without
+//! SACK, NewReno with SACK and CUBIC with SACK (issue 5). Printed, never asserted.
 //!
-//! `cargo bench -p tcpstack --bench sim` (`-- loss` for the loss table only)
+//! `cargo bench -p tcpstack --bench sim` (`-- throughput`, `-- logging` or `-- loss` for one
+//! table only)
 
 use std::time::Duration;
 
@@ -22,11 +24,79 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The tables, by the name that selects one on the command line.
+const TABLES: [(&str, fn()); 3] = [
+    ("throughput", throughput),
+    ("logging", logging_off_cost),
+    ("loss", loss_table),
+];
+
 fn main() {
-    if std::env::args().skip(1).all(|arg| arg != "loss") {
-        throughput();
+    // cargo passes `--bench`; any other argument naming a table selects it.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| TABLES.iter().any(|(name, _)| name == arg))
+        .collect();
+    for (name, table) in TABLES {
+        if chosen.is_empty() || chosen.iter().any(|arg| arg == name) {
+            table();
+        }
     }
-    loss_table();
+}
+
+/// "Logging must cost nothing measurable when it is off": one transfer, alternately with no
+/// subscriber and with the binary's kind of subscriber (fmt, EnvFilter) at info level, which
+/// leaves every span and segment line of the endpoint (debug) disabled. The best of a few
+/// rounds of each, to keep other load on the machine out of the figures.
+fn logging_off_cost() {
+    const ROUNDS: usize = 5;
+    let megabytes = 64usize;
+    let bytes = megabytes << 20;
+    let config = TransferConfig::new(1, LinkConfig::default(), bytes, 0);
+    let run = |config: &TransferConfig| {
+        let before = cpu_time();
+        let outcome = run_transfer(config);
+        (cpu_time() - before, outcome)
+    };
+    let mut quiet = Duration::MAX;
+    let mut info = Duration::MAX;
+    for _ in 0..ROUNDS {
+        match run(&config) {
+            (cpu, Ok(_)) => quiet = quiet.min(cpu),
+            (_, Err(error)) => {
+                println!("logging: the transfer failed: {error}");
+                return;
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::sink)
+            .finish();
+        match tracing::subscriber::with_default(subscriber, || run(&config)) {
+            (cpu, Ok(_)) => info = info.min(cpu),
+            (_, Err(error)) => {
+                println!("logging: the transfer failed: {error}");
+                return;
+            }
+        }
+    }
+    println!();
+    println!("logging off: {megabytes} MB one way, 100 Mbit/s, 5 ms, best of {ROUNDS} rounds each");
+    println!(
+        "{:<36} {:>12} {:>14}",
+        "subscriber", "CPU s", "MB per CPU s"
+    );
+    for (name, cpu) in [("none", quiet), ("fmt + EnvFilter at info", info)] {
+        let secs = cpu.as_secs_f64();
+        println!(
+            "{name:<36} {secs:>12.3} {:>14.1}",
+            megabytes as f64 / secs.max(f64::MIN_POSITIVE)
+        );
+    }
+    println!(
+        "ratio (info / none CPU time): {:.3}",
+        info.as_secs_f64() / quiet.as_secs_f64().max(f64::MIN_POSITIVE)
+    );
 }
 
 /// Goodput (application bytes over virtual transfer time) of 16 MB one way over 100 Mbit/s with

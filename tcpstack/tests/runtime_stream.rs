@@ -3,11 +3,16 @@
 mod runtime_support;
 
 use std::io::ErrorKind;
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use runtime_support::*;
-use tcpstack::io::memory::LinkConfig;
-use tcpstack::runtime::{TcpListener, TcpStream};
+use tcpstack::io::memory::{self, LinkConfig};
+use tcpstack::io::Backend;
+use tcpstack::runtime::{Stack, TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -256,6 +261,79 @@ async fn binding_the_same_address_twice_fails() {
     let _first = TcpListener::bind(&server, server_addr(80)).unwrap();
     let error = TcpListener::bind(&server, server_addr(80)).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::AddrInUse);
+}
+
+/// One end of a memory link whose `reserve` fails while `refuse` is set, as steering a port
+/// can fail on a real link (a full XDP map, a missing iptables).
+struct RefusingReserve {
+    link: memory::MemoryBackend,
+    refuse: Arc<AtomicBool>,
+}
+
+impl Backend for RefusingReserve {
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Poll<std::io::Result<usize>> {
+        self.link.poll_recv(cx, sink)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.link.send(frame)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.link.flush()
+    }
+
+    fn reserve(&mut self, endpoint: SocketAddrV4) -> std::io::Result<()> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                ErrorKind::OutOfMemory,
+                "the reserved-endpoint map is full",
+            ));
+        }
+        self.link.reserve(endpoint)
+    }
+}
+
+#[tokio::test]
+async fn a_bind_the_link_refuses_leaves_nothing_listening() {
+    let (a, b) = memory::pair();
+    let refuse = Arc::new(AtomicBool::new(true));
+    let server = Stack::builder()
+        .backend(RefusingReserve {
+            link: a,
+            refuse: refuse.clone(),
+        })
+        .address(SERVER_IP)
+        .build()
+        .unwrap();
+    let client = Stack::builder()
+        .backend(b)
+        .address(CLIENT_IP)
+        .build()
+        .unwrap();
+
+    let error = TcpListener::bind(&server, server_addr(80)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::OutOfMemory, "the link's own error");
+    // Nothing answers SYNs on the port...
+    let error = within(10, TcpStream::connect(&client, server_addr(80)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionRefused);
+    // ...and once the link can steer it, the port binds (not "address in use") and serves.
+    refuse.store(false, Ordering::SeqCst);
+    let listener = TcpListener::bind(&server, server_addr(80)).unwrap();
+    let (stream, accepted) = within(10, async {
+        tokio::join!(
+            TcpStream::connect(&client, server_addr(80)),
+            listener.accept()
+        )
+    })
+    .await;
+    assert_eq!(accepted.unwrap().1, stream.unwrap().local_addr().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

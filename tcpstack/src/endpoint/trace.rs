@@ -1,6 +1,7 @@
 //! What the endpoint tells a person about its connections: a `tracing` span per connection
-//! (4-tuple, ISN, negotiated options) with events for state changes, retransmissions, the end of
-//! the handshake and the first byte received; one tcpdump-style debug line per segment; and
+//! (4-tuple, both ISNs, and once negotiated the MSS, the window shifts as `ours/theirs`,
+//! SACK-permitted and timestamps) with events for state changes, retransmissions, the end of the
+//! handshake and the first byte received; one tcpdump-style debug line per segment; and
 //! histograms of handshake latency.
 //!
 //! Durations come from the `now` values the endpoint is given, never from a clock. When the
@@ -72,14 +73,19 @@ pub(super) struct ConnectionTrace {
 impl ConnectionTrace {
     pub(super) fn new(conn: &Connection, isn: SeqNum, passive: bool, now: Instant) -> Self {
         let tuple = conn.tuple();
+        // A passive open knows the peer's ISN from its SYN; an active one learns it from the
+        // SYN-ACK and records it with the other negotiated options in `established`.
         let span = tracing::debug_span!(
             "tcp",
             local = %tuple.local,
             remote = %tuple.remote,
             isn = isn.0,
+            peer_isn = conn.peer_isn().map(|peer_isn| peer_isn.0),
             passive,
             mss = field::Empty,
             wscale = field::Empty,
+            sack = field::Empty,
+            timestamps = field::Empty,
         );
         ConnectionTrace {
             span,
@@ -117,7 +123,14 @@ impl ConnectionTrace {
         if self.span.is_disabled() {
             return;
         }
+        if let Some(peer_isn) = conn.peer_isn() {
+            self.span.record("peer_isn", peer_isn.0);
+        }
         self.span.record("mss", conn.mss());
+        // What both SYNs carried, not what we offered (RFC 2018 §2, RFC 7323 §2.2 and §3.2).
+        let negotiated = conn.stats();
+        self.span.record("sack", negotiated.sack);
+        self.span.record("timestamps", negotiated.timestamps);
         match conn.window_scale() {
             Some((ours, theirs)) => self
                 .span

@@ -55,7 +55,7 @@ impl Driver {
             match state.backend.send(&self.frame) {
                 Ok(()) => {
                     if let Some(capture) = &mut state.capture {
-                        capture.record(&self.frame);
+                        capture.record(&self.frame, now);
                     }
                     state.stats.frames_sent += 1;
                     unflushed += 1;
@@ -93,7 +93,7 @@ impl Driver {
     fn fail(&mut self, state: &mut State, failure: (io::ErrorKind, &'static str)) {
         state.failed.get_or_insert(failure);
         if let Some(capture) = &mut state.capture {
-            capture.flush();
+            capture.flush(now());
         }
         for slot in state.conns.values_mut() {
             slot.wake_all(&mut self.wakers);
@@ -160,7 +160,7 @@ impl Future for Driver {
             } = state;
             let polled = backend.poll_recv(cx, &mut |frame| {
                 if let Some(capture) = capture {
-                    capture.record(frame);
+                    capture.record(frame, now);
                 }
                 match ipv4_payload(frame) {
                     Some(packet) => endpoint.handle_packet(packet, now),
@@ -195,10 +195,16 @@ impl Future for Driver {
                 state.dispatch(event, &mut this.wakers);
             }
 
+            // Nothing arrived: the driver is about to go idle, a moment to write the capture out.
+            let capture_due = match &mut state.capture {
+                Some(capture) if received == 0 => capture.idle(now),
+                _ => None,
+            };
             let next_deadline = [
                 state.endpoint.poll_timeout(),
                 state.lingering.iter().map(|(at, _)| *at).min(),
                 state.next_sweep,
+                capture_due,
             ]
             .into_iter()
             .flatten()

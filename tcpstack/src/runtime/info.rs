@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::Stack;
-use crate::tcp::{CongestionAlgorithm, Connection, ConnectionStats, FourTuple, State};
+use crate::tcp::{Connection, ConnectionStats, FourTuple, State};
 
 /// One connection as `ss -ti` would show it: addresses, state, queues, negotiated options and
 /// the TCB's counters.
@@ -104,10 +104,6 @@ impl fmt::Display for ConnectionInfo {
             self.tuple.remote
         )?;
         let mss = self.mss.max(1);
-        let congestion = match s.congestion {
-            CongestionAlgorithm::NewReno => "reno",
-            CongestionAlgorithm::Cubic => "cubic",
-        };
         write!(f, "\t")?;
         // ss lists the negotiated options first: ts, sack, then the congestion control.
         if s.timestamps {
@@ -116,7 +112,7 @@ impl fmt::Display for ConnectionInfo {
         if s.sack {
             write!(f, " sack")?;
         }
-        write!(f, " {congestion}")?;
+        write!(f, " {}", s.congestion.name())?;
         if let Some((ours, theirs)) = self.window_scale {
             // ss prints the peer's shift (what we apply to its windows) first.
             write!(f, " wscale:{theirs},{ours}")?;
@@ -162,6 +158,7 @@ pub fn render(connections: &[ConnectionInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::CongestionAlgorithm;
 
     // The stats literal keeps `..Default::default()` for the counters later issues add.
     #[allow(clippy::needless_update)]

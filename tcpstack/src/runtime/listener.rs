@@ -23,9 +23,16 @@ impl TcpListener {
             let mut state = shared.lock();
             state.check_alive()?;
             state.endpoint.listen(addr).map_err(endpoint_error)?;
+            // From here on the link steers the port's segments to us, not to the kernel. If it
+            // cannot, the bind fails as a whole: an endpoint left listening would answer a later
+            // bind with "address in use". No segment was handled in between (the lock is held),
+            // so no connection is reset by the undo.
+            if let Err(error) = state.backend.reserve(addr) {
+                let _ = state.endpoint.unlisten(addr);
+                return Err(error);
+            }
+            // A listener of this address that went before no longer has its port given back.
             state.ports_to_release.retain(|port| *port != addr);
-            // From here on the link steers the port's segments to us, not to the kernel.
-            state.backend.reserve(addr)?;
             state.listeners.entry(addr).or_default();
         }
         Ok(TcpListener {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, EndpointEvent};
 use crate::io::{Backend, BackendStats};
-use crate::tcp::{ConnectionError, Event};
+use crate::tcp::{CongestionAlgorithm, ConnectionError, Event};
 
 /// Counters kept by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -71,6 +71,10 @@ pub struct StackBuilder {
     config: EndpointConfig,
     seed: Option<u64>,
     capture: Option<Box<dyn std::io::Write + Send>>,
+    /// Per-connection switches set on their own, applied over `config` when the stack is built.
+    congestion: Option<CongestionAlgorithm>,
+    sack: Option<bool>,
+    timestamps: Option<bool>,
 }
 
 impl StackBuilder {
@@ -90,8 +94,33 @@ impl StackBuilder {
         self
     }
 
+    /// Every endpoint setting; [`Self::congestion`], [`Self::sack`] and [`Self::timestamps`]
+    /// override it whichever is called first.
     pub fn config(mut self, config: EndpointConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// The congestion control algorithm of every connection (Linux's
+    /// net.ipv4.tcp_congestion_control); CUBIC unless set here or in `config`. A connection can
+    /// switch later with [`TcpStream::set_congestion`].
+    pub fn congestion(mut self, algorithm: CongestionAlgorithm) -> Self {
+        self.congestion = Some(algorithm);
+        self
+    }
+
+    /// Offer and accept selective acknowledgements (RFC 2018), like Linux's net.ipv4.tcp_sack;
+    /// on unless turned off here or in `config`. Without it no SYN carries SACK-permitted, so no
+    /// connection uses SACK whatever the peer offers (RFC 2018 §2).
+    pub fn sack(mut self, enabled: bool) -> Self {
+        self.sack = Some(enabled);
+        self
+    }
+
+    /// Offer and accept timestamps (RFC 7323), like Linux's net.ipv4.tcp_timestamps; on unless
+    /// turned off here or in `config`.
+    pub fn timestamps(mut self, enabled: bool) -> Self {
+        self.timestamps = Some(enabled);
         self
     }
 
@@ -117,9 +146,17 @@ impl StackBuilder {
         })?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("a stack must be built inside a tokio runtime"))?;
-        let capture = self.capture.map(pcap::Capture::new).transpose()?;
+        let capture = self
+            .capture
+            .map(|sink| pcap::Capture::new(sink, now()))
+            .transpose()?;
         let seed = self.seed.unwrap_or_else(rand::random);
-        let endpoint = Endpoint::new(self.config, address, seed, now());
+        let mut config = self.config;
+        let connection = &mut config.connection;
+        connection.congestion = self.congestion.unwrap_or(connection.congestion);
+        connection.sack = self.sack.unwrap_or(connection.sack);
+        connection.timestamps = self.timestamps.unwrap_or(connection.timestamps);
+        let endpoint = Endpoint::new(config, address, seed, now());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(endpoint, backend, capture)),
             address,
@@ -163,6 +200,9 @@ impl Stack {
             config: EndpointConfig::default(),
             seed: None,
             capture: None,
+            congestion: None,
+            sack: None,
+            timestamps: None,
         }
     }
 
@@ -346,6 +386,8 @@ pub(crate) struct Slot {
     closed: bool,
     /// TCP_NODELAY as last set (the TCB does not report it back).
     nodelay: bool,
+    /// TCP_CONGESTION, kept here too so that it still reads once the TCB is freed.
+    congestion: CongestionAlgorithm,
     /// SO_LINGER: `Some(ZERO)` aborts on drop; `Some(d)` aborts if the close takes longer.
     linger: Option<Duration>,
 }

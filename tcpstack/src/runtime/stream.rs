@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{close_for_writing, io_error, now, register, Shared, Slot, Stack, State};
 use crate::endpoint::{ConnectionHandle, EndpointError};
-use crate::tcp::{ConnectionError, State as TcpState};
+use crate::tcp::{CongestionAlgorithm, ConnectionError, State as TcpState};
 
 /// One user reference to a connection; the connection is closed when the last one drops.
 struct ConnRef {
@@ -30,14 +30,15 @@ impl ConnRef {
         handle: ConnectionHandle,
         connected: bool,
     ) -> io::Result<Self> {
-        let tuple = state
+        let (tuple, congestion) = state
             .endpoint
             .connection_mut(handle)
-            .map(|conn| conn.tuple())
+            .map(|conn| (conn.tuple(), conn.congestion()))
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection vanished"))?;
         let nodelay = state.endpoint.config().connection.nodelay;
         let slot = state.conns.entry(handle).or_insert_with(|| Slot {
             nodelay,
+            congestion,
             ..Slot::default()
         });
         slot.users += 1;
@@ -351,6 +352,26 @@ impl TcpStream {
 
     pub fn nodelay(&self) -> io::Result<bool> {
         self.conn.with(|_, slot| slot.nodelay)
+    }
+
+    /// Switches the connection's congestion control, like Linux's TCP_CONGESTION. Best before
+    /// data flows: the new algorithm starts from its initial window (see
+    /// [`Connection::set_congestion`](crate::tcp::Connection::set_congestion)).
+    pub fn set_congestion(&self, algorithm: CongestionAlgorithm) -> io::Result<()> {
+        self.conn.with(|conn, slot| {
+            slot.congestion = algorithm;
+            if let Some(conn) = conn {
+                conn.set_congestion(algorithm);
+            }
+        })?;
+        // The window changed: what it held back may go now.
+        self.conn.shared.kick();
+        Ok(())
+    }
+
+    /// The congestion control algorithm the connection runs (TCP_CONGESTION, read).
+    pub fn congestion(&self) -> io::Result<CongestionAlgorithm> {
+        self.conn.with(|_, slot| slot.congestion)
     }
 
     /// Keepalive probes (RFC 9293 §3.8.4); `None` turns them off.

@@ -137,7 +137,8 @@ pub struct Connection {
     snd_small_end: SeqNum,
 
     // Receive sequence space.
-    irs: SeqNum,
+    /// IRS, the peer's ISN: `None` until its SYN arrives.
+    irs: Option<SeqNum>,
     rcv_nxt: SeqNum,
     /// Shift applied to our window field.
     rcv_shift: u8,
@@ -255,7 +256,7 @@ impl Connection {
             send_buf_seq: iss + 1u32,
             fin_queued: false,
             snd_small_end: iss,
-            irs: SeqNum(0),
+            irs: None,
             rcv_nxt: SeqNum(0),
             rcv_shift: 0,
             rcv_adv: SeqNum(0),
@@ -357,6 +358,11 @@ impl Connection {
         self.send_buf.free()
     }
 
+    /// The peer's initial sequence number (IRS, RFC 9293 §3.3.1), once its SYN has arrived.
+    pub fn peer_isn(&self) -> Option<SeqNum> {
+        self.irs
+    }
+
     /// Effective send MSS (RFC 9293 §3.7.1).
     pub fn mss(&self) -> u32 {
         self.send_mss
@@ -406,6 +412,11 @@ impl Connection {
         self.sack_recovery = false;
         self.prr = None;
         self.recovery_budget = 0;
+    }
+
+    /// The congestion control algorithm in use (Linux's TCP_CONGESTION, read).
+    pub fn congestion(&self) -> CongestionAlgorithm {
+        self.config.congestion
     }
 
     pub fn stats(&self) -> ConnectionStats {
@@ -611,7 +622,8 @@ impl Connection {
 
         // A retransmission of the SYN we answered means our SYN-ACK was lost: send it again, as
         // Linux does (the acceptability test would only produce a bare ACK).
-        if self.state == State::SynReceived && flags.syn() && !flags.ack() && seq == self.irs {
+        if self.state == State::SynReceived && flags.syn() && !flags.ack() && Some(seq) == self.irs
+        {
             self.syn_pending = true;
             return;
         }
@@ -1736,7 +1748,7 @@ impl Connection {
 
     /// Takes the peer's SYN: IRS, RCV.NXT and the options (RFC 9293 §3.7.1, RFC 7323 §2).
     fn take_syn(&mut self, syn: &TcpHeader) {
-        self.irs = syn.seq;
+        self.irs = Some(syn.seq);
         self.rcv_nxt = syn.seq + 1u32;
         let peer_mss = syn.options.mss.unwrap_or(DEFAULT_PEER_MSS);
         let uses_timestamps = self.config.timestamps && syn.options.timestamps.is_some();

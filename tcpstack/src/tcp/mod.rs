@@ -191,6 +191,15 @@ pub enum CongestionAlgorithm {
 }
 
 impl CongestionAlgorithm {
+    /// The name Linux gives the algorithm (TCP_CONGESTION, `ss -i`): `reno` for NewReno, whose
+    /// fast recovery Linux's reno module implements.
+    pub fn name(self) -> &'static str {
+        match self {
+            CongestionAlgorithm::NewReno => "reno",
+            CongestionAlgorithm::Cubic => "cubic",
+        }
+    }
+
     pub(crate) fn build(self, mss: u32) -> Box<dyn congestion::CongestionControl> {
         match self {
             CongestionAlgorithm::NewReno => Box::new(congestion::NewReno::new(mss)),

@@ -109,6 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 xdp_mode: args.xdp_mode,
                 queues: args.queues,
                 pcap: args.pcap.clone(),
+                tcp: link::TcpArgs::default(),
             };
             let link = link::open(&link_args, None)?;
             let stack = Arc::new(link.stack.clone());

@@ -3,9 +3,11 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
 use tcpstack::endpoint::EndpointConfig;
 use tcpstack::io::{self, BackendConfig};
-use tcpstack::runtime::Stack;
+use tcpstack::runtime::{Stack, StackBuilder};
+use tcpstack::tcp::CongestionAlgorithm;
 
 use crate::{cleanup, BackendKind, LinkArgs, XdpModeArg};
 
@@ -19,6 +21,55 @@ pub struct Link {
     pub addr: Ipv4Addr,
     pub backend: BackendKind,
     pub iface: String,
+}
+
+/// The stack's TCP switches, Linux's net.ipv4.tcp_congestion_control, tcp_sack and
+/// tcp_timestamps.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpArgs {
+    /// Congestion control of every connection [default: cubic].
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub congestion: Option<CongestionArg>,
+    /// Neither offer nor accept selective acknowledgements (RFC 2018).
+    #[arg(long)]
+    pub no_sack: bool,
+    /// Neither offer nor accept timestamps (RFC 7323).
+    #[arg(long)]
+    pub no_timestamps: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CongestionArg {
+    /// RFC 9438 with HyStart++, Linux's default.
+    Cubic,
+    /// RFC 5681 with RFC 6582's fast recovery (Linux's reno).
+    #[value(alias = "reno")]
+    Newreno,
+}
+
+impl From<CongestionArg> for CongestionAlgorithm {
+    fn from(arg: CongestionArg) -> Self {
+        match arg {
+            CongestionArg::Cubic => CongestionAlgorithm::Cubic,
+            CongestionArg::Newreno => CongestionAlgorithm::NewReno,
+        }
+    }
+}
+
+impl TcpArgs {
+    /// The builder with these switches; what the command line leaves out keeps its default.
+    pub fn apply(&self, mut builder: StackBuilder) -> StackBuilder {
+        if let Some(congestion) = self.congestion {
+            builder = builder.congestion(congestion.into());
+        }
+        if self.no_sack {
+            builder = builder.sack(false);
+        }
+        if self.no_timestamps {
+            builder = builder.timestamps(false);
+        }
+        builder
+    }
 }
 
 pub fn endpoint_config() -> EndpointConfig {
@@ -57,10 +108,12 @@ pub fn open(args: &LinkArgs, listening: Option<u16>) -> anyhow::Result<Link> {
     if args.backend == BackendKind::Raw {
         remove_rules_on_panic(addr, listening);
     }
-    let mut builder = Stack::builder()
-        .boxed_backend(backend)
-        .address(addr)
-        .config(endpoint_config());
+    let mut builder = args.tcp.apply(
+        Stack::builder()
+            .boxed_backend(backend)
+            .address(addr)
+            .config(endpoint_config()),
+    );
     if let Some(path) = &args.pcap {
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create the capture file {}", path.display()))?;
@@ -94,4 +147,78 @@ fn remove_rules_on_panic(addr: Ipv4Addr, listening: Option<u16>) {
                 .status();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn tcp_args_of(command_line: &[&str]) -> TcpArgs {
+        let cli = Cli::try_parse_from(command_line).expect("parses");
+        match cli.command {
+            Command::Serve(args) => args.link.tcp,
+            Command::Connect(args) => args.link.tcp,
+            other => panic!("not serve or connect: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_and_connect_take_the_tcp_switches() {
+        let switched = TcpArgs {
+            congestion: Some(CongestionArg::Newreno),
+            no_sack: true,
+            no_timestamps: true,
+        };
+        let switches = ["--congestion", "newreno", "--no-sack", "--no-timestamps"];
+        let serve = [
+            &["tcpstack", "serve", "--iface", "veth0", "--port", "7"][..],
+            &switches,
+        ];
+        assert_eq!(tcp_args_of(&serve.concat()), switched);
+        let connect = [
+            &["tcpstack", "connect", "198.18.0.1:7", "--iface", "veth0"][..],
+            &switches,
+        ];
+        assert_eq!(tcp_args_of(&connect.concat()), switched);
+        let plain = tcp_args_of(&["tcpstack", "connect", "198.18.0.1:7", "--iface", "veth0"]);
+        assert_eq!(plain, TcpArgs::default());
+    }
+
+    #[test]
+    fn congestion_names_are_linux_s_and_ours() {
+        for (name, algorithm) in [
+            ("cubic", CongestionAlgorithm::Cubic),
+            ("newreno", CongestionAlgorithm::NewReno),
+            ("reno", CongestionAlgorithm::NewReno),
+        ] {
+            let args = tcp_args_of(&[
+                "tcpstack",
+                "serve",
+                "--iface",
+                "veth0",
+                "--port",
+                "7",
+                "--congestion",
+                name,
+            ]);
+            assert_eq!(
+                args.congestion.map(CongestionAlgorithm::from),
+                Some(algorithm)
+            );
+        }
+        assert!(Cli::try_parse_from([
+            "tcpstack",
+            "serve",
+            "--iface",
+            "veth0",
+            "--port",
+            "7",
+            "--congestion",
+            "bbr",
+        ])
+        .is_err());
+    }
 }

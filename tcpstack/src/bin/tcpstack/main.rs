@@ -62,6 +62,8 @@ pub struct LinkArgs {
     /// Writes every frame received and sent to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    #[command(flatten)]
+    pub tcp: link::TcpArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
