@@ -624,6 +624,30 @@ impl Connection {
             return;
         }
 
+        // Simultaneous open: the peer's SYN-ACK acknowledges our SYN and repeats its own, which
+        // the acceptability test below would only answer with an ACK. RFC 9293 §3.5 figure 7
+        // (line 6) reaches ESTABLISHED on it, and so does Linux's tcp_validate_incoming for a
+        // SYN-RECEIVED that was in SYN-SENT: seq + 1 == end_seq == rcv_nxt, ack == snd_nxt.
+        if self.state == State::SynReceived
+            && !self.passive
+            && flags.syn()
+            && flags.ack()
+            && !flags.intersects(TcpFlags::RST | TcpFlags::FIN)
+            && payload.is_empty()
+            && seq + 1u32 == self.rcv_nxt
+            && header.ack == self.snd_nxt
+        {
+            self.last_received = now;
+            self.update_ts_recent(header, now);
+            self.snd_una = header.ack;
+            self.take_rtt_sample(header.ack, header, now);
+            self.timers.retransmit = None;
+            // The window field of a SYN is never scaled (RFC 7323 §2.2).
+            self.update_send_window(u32::from(header.window), seq, header.ack);
+            self.establish();
+            return;
+        }
+
         // First, the sequence number: the four acceptability cases.
         let seg_len = segment_len(header, payload.len());
         let rcv_wnd = self.receive_window();

@@ -5,7 +5,8 @@
 //! - CLOSED → SYN-SENT, SYN-SENT → ESTABLISHED: `handshake::active_open_*`
 //! - LISTEN → SYN-RECEIVED → ESTABLISHED: `handshake::passive_open_*` (LISTEN is the endpoint's,
 //!   its rules are `handshake::listen_rules_and_reset_for`)
-//! - SYN-SENT → SYN-RECEIVED: `handshake::simultaneous_open_*`
+//! - SYN-SENT → SYN-RECEIVED → ESTABLISHED (on the peer's SYN-ACK or ACK):
+//!   `handshake::simultaneous_open_*`
 //! - SYN-SENT → CLOSED: `handshake::close_in_syn_sent_*`, `rst_in_syn_sent_*`, `lost_syn_*`
 //! - SYN-RECEIVED → LISTEN (CLOSED here): `handshake::rst_in_syn_received_*`,
 //!   `new_syn_in_syn_received_*`, `synack_retries_exhausted_*`
