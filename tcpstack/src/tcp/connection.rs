@@ -35,9 +35,13 @@ const SACK_BLOCK_LEN: u32 = 8;
 const QUICK_ACKS: u32 = 16;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 const DUP_ACK_THRESHOLD: u32 = 3;
-/// One-off control segments (challenge ACKs, probes, RSTs) queued at most; more are dropped, which
-/// also rate-limits challenge ACKs (RFC 5961 §7).
-const MAX_CONTROL_QUEUE: usize = 4;
+/// One-off control segments (duplicate ACKs, challenge ACKs, probes, RSTs) queued at most, so
+/// that every out-of-order segment of a receive batch (the backends hand over up to 64 frames at
+/// a time) gets its own duplicate ACK (RFC 5681 §4.2); beyond that ACKs and probes are dropped.
+const MAX_CONTROL_QUEUE: usize = 64;
+/// A challenge ACK is queued only while fewer control segments than this wait: the rate limit of
+/// RFC 5961 §7, so that a burst of forged segments gets a few answers, not one each.
+const MAX_CHALLENGE_ACKS: usize = 4;
 
 /// Per-connection counters and the current estimator and congestion state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -277,7 +281,8 @@ impl Connection {
             last_data_received: None,
             fast_retransmit_pending: false,
             sws_override: false,
-            control: VecDeque::with_capacity(MAX_CONTROL_QUEUE),
+            // Empty until used: most connections never queue more than one or two.
+            control: VecDeque::new(),
             timers: Timers::default(),
             rtt,
             rtt_sample: None,
@@ -504,10 +509,7 @@ impl Connection {
             | State::Established
             | State::FinWait1
             | State::FinWait2
-            | State::CloseWait => {
-                let rst = self.header(self.snd_nxt, TcpFlags::RST);
-                self.queue_control(rst);
-            }
+            | State::CloseWait => self.queue_final_reset(),
             _ => {}
         }
         self.recv_buf = RecvBuffer::new(1);
@@ -1190,8 +1192,7 @@ impl Connection {
         };
         if self.keepalive_probes >= keepalive.probes {
             // Like Linux, tell the peer with a RST that we gave up.
-            let rst = self.header(self.snd_nxt, TcpFlags::RST);
-            self.queue_control(rst);
+            self.queue_final_reset();
             self.fail(ConnectionError::TimedOut);
             return;
         }
@@ -1928,8 +1929,10 @@ impl Connection {
     }
 
     fn challenge_ack(&mut self) {
-        let ack = self.header(self.snd_nxt, TcpFlags::ACK);
-        self.queue_control(ack);
+        if self.control.len() < MAX_CHALLENGE_ACKS {
+            let ack = self.header(self.snd_nxt, TcpFlags::ACK);
+            self.queue_control(ack);
+        }
     }
 
     fn fin_seq(&self) -> SeqNum {
@@ -2034,10 +2037,28 @@ impl Connection {
         }
     }
 
+    /// Queues a control segment. A full queue drops ACKs and probes, which later segments
+    /// repeat; a RST instead displaces the oldest of them, and is dropped only when the queue
+    /// holds nothing but RSTs, each answering a segment whose retransmission gets another.
     fn queue_control(&mut self, header: TcpHeader) {
-        if self.control.len() < MAX_CONTROL_QUEUE {
-            self.control.push_back(header);
+        if self.control.len() >= MAX_CONTROL_QUEUE {
+            match self.control.iter().position(|h| !h.flags.rst()) {
+                Some(oldest) if header.flags.rst() => {
+                    self.control.remove(oldest);
+                }
+                _ => return,
+            }
         }
+        self.control.push_back(header);
+    }
+
+    /// `<SEQ=SND.NXT><CTL=RST>`, the end of this connection (ABORT, keepalive giving up): the
+    /// ACKs and probes still waiting would only reach a peer about to drop its TCB, so the RST
+    /// replaces them and can never be lost behind them.
+    fn queue_final_reset(&mut self) {
+        let rst = self.header(self.snd_nxt, TcpFlags::RST);
+        self.control.clear();
+        self.control.push_back(rst);
     }
 
     fn push_event(&mut self, event: Event) {

@@ -219,6 +219,19 @@ impl Harness {
         waited
     }
 
+    /// `count` 10-byte segments after a hole at RCV.NXT, delivered before anything is polled
+    /// (one receive batch): each is owed a duplicate ACK.
+    pub fn out_of_order_batch(&mut self, rcv_nxt: u32, snd_nxt: u32, count: u32) {
+        for k in 1..=count {
+            self.send_data(&seg(A, rcv_nxt + 10 * k, snd_nxt), &[k as u8; 10]);
+        }
+    }
+
+    /// Every segment the connection sends now.
+    pub fn drain(&mut self) -> Vec<Segment> {
+        std::iter::from_fn(|| self.recv()).collect()
+    }
+
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.conn.poll_event()).collect()
     }

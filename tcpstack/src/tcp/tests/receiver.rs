@@ -619,3 +619,33 @@ fn out_of_order_segments_arriving_together_get_one_duplicate_ack_each() {
         ]
     );
 }
+
+#[test]
+fn every_out_of_order_segment_of_a_receive_batch_gets_its_duplicate_ack() {
+    // A sender without SACK counts the duplicates (RFC 5681 §4.2), so none may be merged away:
+    // the backends hand over 64 frames at a time.
+    let mut h = Harness::established();
+    h.out_of_order_batch(IRS + 1, ISS + 1, 64);
+    for _ in 0..64 {
+        h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    }
+    h.expect_nothing();
+    // The queue stays bounded whatever arrives: 64 queued and the one still pending.
+    h.out_of_order_batch(IRS + 1, ISS + 1, 1000);
+    let acks = h.drain();
+    assert_eq!(acks.len(), 65);
+    assert!(acks
+        .iter()
+        .all(|s| s.header.flags == A && s.header.ack.0 == IRS + 1));
+}
+
+#[test]
+fn challenge_acks_stay_rate_limited() {
+    // RFC 5961 §7: a burst of in-window SYNs gets a few challenge ACKs, not one each.
+    let mut h = Harness::established();
+    for k in 0..50 {
+        h.send(&seg(S, IRS + 100 + k, 0));
+    }
+    assert_eq!(h.drain().len(), 4);
+    assert_eq!(h.conn.state(), State::Established);
+}
