@@ -162,6 +162,7 @@ fn a_syn_ack_to_a_passive_open_is_only_acknowledged() {
 
 #[test]
 fn lost_syn_is_retransmitted_with_exponential_backoff_then_times_out() {
+    assert_eq!(Config::default().syn_retries, 6);
     let mut h = Harness::client(Config::default(), ISS);
     h.expect(S, ISS, 0);
     for expected in [1, 2, 4, 8, 16, 32] {
@@ -228,6 +229,30 @@ fn synack_retries_exhausted_times_out() {
     assert_eq!(h.conn.state(), State::Closed);
     assert_eq!(h.drain_events(), vec![Event::TimedOut, Event::Closed]);
     assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn default_synack_retries_back_off_and_give_up_after_63_seconds() {
+    assert_eq!(Config::default().synack_retries, 5);
+    let mut h = Harness::server(Config::default(), &client_syn(), ISS);
+    h.expect(S | A, ISS, IRS + 1);
+    // synack_retries = 5, Linux's tcp_synack_retries: five retransmissions 1, 2, 4, 8 and 16 s
+    // apart (RFC 6298 §5.5), each identical to the first SYN-ACK.
+    for expected in [1, 2, 4, 8, 16] {
+        assert_eq!(h.fire_next_timer(), Duration::from_secs(expected));
+        h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
+        h.expect_nothing();
+        assert_eq!(h.conn.state(), State::SynReceived);
+    }
+    assert!(h.drain_events().is_empty());
+    // Then 32 s more without an ACK, and it gives up without a RST, 63 s after the SYN.
+    assert_eq!(h.fire_next_timer(), Duration::from_secs(32));
+    assert_eq!(h.now - h.start, Duration::from_secs(63));
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_nothing();
+    assert_eq!(h.drain_events(), vec![Event::TimedOut, Event::Closed]);
+    assert_eq!(h.conn.poll_timeout(), None);
+    assert_eq!(h.conn.stats().retransmits, 5);
 }
 
 #[test]
