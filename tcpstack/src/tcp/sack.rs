@@ -1055,6 +1055,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_support::proptest_config())]
+
         #[test]
         fn scoreboard_stays_consistent(base in any::<u32>(), ops in prop::collection::vec(op(), 1..100)) {
             let start = SeqNum(base);

@@ -691,6 +691,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_support::proptest_config())]
+
         #[test]
         fn extreme_inputs_never_break_the_window(mss in any::<u32>(), ops in prop::collection::vec(op(), 1..200)) {
             let start = Instant::now();

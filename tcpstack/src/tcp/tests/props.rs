@@ -199,7 +199,10 @@ fn run(state: State, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        ..crate::test_support::proptest_config()
+    })]
 
     #[test]
     fn random_segments_in_every_state(state in 0..STATES.len(), ops in prop::collection::vec(op(), 1..60)) {
