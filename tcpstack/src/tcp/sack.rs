@@ -286,7 +286,9 @@ impl SackScoreboard {
     /// Processes an acceptable ACK (SND.UNA ≤ `ack` ≤ `high_data`): its cumulative
     /// acknowledgement and SACK blocks, first to last as on the wire. Blocks outside
     /// [SND.UNA, HighData) are cut to it or ignored (RFC 6675 §5: a SACK beyond what was sent is
-    /// invalid); a first block below `ack` or inside the second is a D-SACK (RFC 2883 §4).
+    /// invalid). The first block is a D-SACK (RFC 2883 §4) when it starts below `ack`, wherever
+    /// it ends, or lies inside the second block, as Linux's tcp_check_dsack decides; like any
+    /// block it must end by HighData.
     pub fn on_ack(&mut self, ack: SeqNum, blocks: &[SackBlock], high_data: SeqNum) -> SackUpdate {
         let mut update = SackUpdate::default();
         if !ack.in_range_inclusive(self.snd_una, high_data) {
@@ -299,8 +301,8 @@ impl SackScoreboard {
         if let Some(&first) = blocks.first() {
             let inside_second = blocks.get(1).is_some_and(|second| within(first, *second));
             let span = first.end.0.wrapping_sub(first.start.0);
-            let sensible = span > 0 && span <= i32::MAX as u32;
-            if sensible && (first.end <= ack || inside_second) {
+            let sensible = span > 0 && span <= i32::MAX as u32 && first.end <= high_data;
+            if sensible && (first.start < ack || inside_second) {
                 update.dsack = Some(first);
                 update.spurious_retransmission = self.on_dsack(first);
                 blocks = &blocks[1..];
@@ -984,6 +986,30 @@ mod tests {
             // A second retransmission not D-SACKed: the recovery was not all spurious.
             sb.on_retransmit(at(4000), MSS, false, high_data);
             assert!(!sb.recovery_was_spurious());
+        }
+    }
+
+    #[test]
+    fn a_first_block_starting_below_the_ack_is_a_d_sack_wherever_it_ends() {
+        for base in BASES {
+            let (mut sb, high_data) = two_holes(base);
+            let at = |off: u32| SeqNum(base) + off;
+            // A duplicate reported whole across the cumulative ACK: no new data SACKed.
+            let dsack = rel(base, 3500, 4500);
+            let update = sb.on_ack(at(4000), &[dsack, rel(base, 5000, 10_000)], high_data);
+            assert_eq!(update.dsack, Some(dsack));
+            // Delivered: only the hole 0–1000 the ACK covers.
+            assert_eq!((update.newly_sacked, update.delivered), (0, 1000));
+            assert_eq!(sb.sacked(), [rel(base, 5000, 10_000)]);
+            // Starting at the ACK, it is an ordinary SACK block.
+            let update = sb.on_ack(at(4000), &[rel(base, 4000, 4500)], high_data);
+            assert_eq!(update.dsack, None);
+            assert_eq!(update.newly_sacked, 500);
+            // Past HighData it is neither.
+            let beyond = block(at(3000), high_data + 1u32);
+            let update = sb.on_ack(at(4000), &[beyond], high_data);
+            assert_eq!((update.dsack, update.newly_sacked), (None, 0));
+            assert_eq!(sb.sacked_bytes(), 5500);
         }
     }
 
