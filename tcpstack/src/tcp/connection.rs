@@ -619,10 +619,13 @@ impl Connection {
         }
 
         // RFC 7323 §5.3 R1: PAWS before the sequence number test; the old duplicate is
-        // acknowledged (which also repairs a lost ACK) and dropped.
+        // acknowledged (which also repairs a lost ACK) and dropped. As Linux's tcp_send_dupack,
+        // the ACK reports its data below RCV.NXT in a D-SACK (RFC 2883 §4): most often the
+        // original of a segment already retransmitted, which makes that retransmission spurious.
         if self.paws_rejects(header, now) {
             self.stats.paws_rejected += 1;
             self.ack_pending = true;
+            self.note_received_for_sack(seq, (seq + payload.len()).min(self.rcv_nxt));
             return;
         }
 
