@@ -1995,6 +1995,12 @@ impl Connection {
         self.scoreboard.sacked()
     }
 
+    /// SND.UNA and RCV.NXT.
+    #[cfg(test)]
+    pub(crate) fn snd_una_and_rcv_nxt(&self) -> (SeqNum, SeqNum) {
+        (self.snd_una, self.rcv_nxt)
+    }
+
     /// The receive buffer's current size (auto-tuning grows it).
     #[cfg(test)]
     pub(crate) fn recv_capacity(&self) -> usize {
@@ -2025,6 +2031,14 @@ impl Connection {
         );
         assert!(!self.sack_recovery || self.in_recovery);
         assert!(self.sack_permitted || self.scoreboard.sacked().is_empty());
+        self.scoreboard.check_invariants(self.snd_nxt);
+        assert!(
+            self.scoreboard
+                .sacked()
+                .iter()
+                .all(|r| r.start >= self.snd_una),
+            "SACKed ranges below SND.UNA"
+        );
         assert!(self.events.len() <= 7, "events are deduplicated");
         if self.state != State::Closed && self.state != State::TimeWait {
             assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_nxt);

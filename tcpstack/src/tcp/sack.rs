@@ -625,6 +625,32 @@ impl SackScoreboard {
         spurious
     }
 
+    /// The scoreboard's own invariants, for the tests: bounded, sorted, disjoint and not
+    /// touching ranges in [SND.UNA, `high_data`], and an exact byte count.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self, high_data: SeqNum) {
+        assert!(self.sacked.len() <= MAX_SACKED_RANGES);
+        let mut previous_end = self.snd_una;
+        for (i, r) in self.sacked.iter().enumerate() {
+            assert!(r.start < r.end, "empty range {r:?}");
+            if i == 0 {
+                assert!(r.start >= previous_end, "{r:?} below SND.UNA");
+            } else {
+                assert!(
+                    r.start > previous_end,
+                    "touching ranges in {:?}",
+                    self.sacked
+                );
+            }
+            assert!(r.end <= high_data, "{r:?} beyond {high_data:?}");
+            previous_end = r.end;
+        }
+        assert_eq!(
+            self.sacked_bytes,
+            self.sacked.iter().map(|r| len(*r)).sum::<u32>()
+        );
+    }
+
     /// Every retransmission of the current (or just finished) recovery was D-SACKed: the
     /// recovery was spurious and congestion control may undo it (RFC 3708 §3, RFC 9438 §4.9).
     pub fn recovery_was_spurious(&self) -> bool {
@@ -1031,22 +1057,7 @@ mod tests {
     }
 
     fn assert_invariants(sb: &SackScoreboard, high_data: SeqNum) -> Result<(), TestCaseError> {
-        prop_assert!(sb.sacked.len() <= MAX_SACKED_RANGES);
-        let mut previous_end = sb.snd_una;
-        for (i, r) in sb.sacked.iter().enumerate() {
-            prop_assert!(r.start < r.end, "empty range {r:?}");
-            if i == 0 {
-                prop_assert!(r.start >= previous_end);
-            } else {
-                prop_assert!(r.start > previous_end, "touching ranges");
-            }
-            prop_assert!(r.end <= high_data);
-            previous_end = r.end;
-        }
-        prop_assert_eq!(
-            sb.sacked_bytes,
-            sb.sacked.iter().map(|r| len(*r)).sum::<u32>()
-        );
+        sb.check_invariants(high_data);
         prop_assert!(sb.pipe(high_data) <= 2 * (high_data - sb.snd_una));
         match sb.next_seg(high_data, false) {
             Some(NextSeg::Retransmit { start, len }) | Some(NextSeg::Rescue { start, len }) => {
