@@ -8,4 +8,7 @@ pub mod sim;
 pub mod tcp;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 pub use wire::SeqNum;

@@ -980,3 +980,169 @@ fn with_every_port_in_time_wait_an_active_open_reuses_one_quiet_for_a_second() {
         Err(EndpointError::NoFreePort)
     );
 }
+
+#[test]
+fn a_syn_for_a_connection_in_syn_sent_reaches_it_simultaneous_open() {
+    let now = Instant::now();
+    let config = EndpointConfig {
+        ephemeral_ports: (40000, 40000),
+        ..EndpointConfig::default()
+    };
+    let mut ep = endpoint(config, now);
+    let handle = ep.connect(peer(PORT), now).unwrap();
+    let (our_syn, _) = sent(&mut ep, now)[0];
+    assert_eq!(our_syn.flags, TcpFlags::SYN);
+    // The peer opened to us at the same moment: its SYN goes to the connection (RFC 9293 §3.5
+    // figure 7, line 3), not to the RST of §3.10.7.1.
+    ep.handle_packet(
+        &packet(peer(PORT), local(40000), 300, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    assert_eq!(ep.connection(handle).unwrap().state(), State::SynReceived);
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let (synack, _) = out[0];
+    assert_eq!(synack.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!((synack.seq, synack.ack), (our_syn.seq, SeqNum(301)));
+    assert_eq!(ep.stats().resets_sent, 0);
+    // Its SYN-ACK establishes (line 6), and nothing needs saying.
+    ep.handle_packet(
+        &packet(
+            peer(PORT),
+            local(40000),
+            300,
+            our_syn.seq.0.wrapping_add(1),
+            TcpFlags::SYN | TcpFlags::ACK,
+            &[],
+        ),
+        now,
+    );
+    assert_eq!(ep.connection(handle).unwrap().state(), State::Established);
+    assert_eq!(
+        events(&mut ep),
+        vec![
+            EndpointEvent::Connection(handle, Event::Connected),
+            EndpointEvent::Connection(handle, Event::Writable),
+        ]
+    );
+    assert!(sent(&mut ep, now).is_empty());
+    assert_eq!(ep.stats().connections_established, 1);
+}
+
+/// One side of [`two_active_opens_at_the_same_moment_connect_transfer_and_close`].
+struct Side {
+    handle: tcpstack::endpoint::ConnectionHandle,
+    data: Vec<u8>,
+    sent: usize,
+    received: Vec<u8>,
+    connected_at: Option<Duration>,
+    /// Packets the endpoint had sent when the connection was established.
+    sent_to_connect: u64,
+    closed: bool,
+}
+
+impl Side {
+    fn pump(&mut self, ep: &mut Endpoint, at: Duration) {
+        let mut buf = [0u8; 8192];
+        while let Some(event) = ep.poll_event() {
+            let EndpointEvent::Connection(handle, event) = event else {
+                panic!("no listener, so no {event:?}");
+            };
+            assert_eq!(handle, self.handle);
+            match event {
+                Event::Connected => {
+                    self.connected_at = Some(at);
+                    self.sent_to_connect = ep.stats().packets_out;
+                }
+                Event::Closed => self.closed = true,
+                Event::Reset | Event::TimedOut => panic!("{event:?} at {at:?}"),
+                _ => {}
+            }
+        }
+        if self.connected_at.is_none() || self.closed {
+            return;
+        }
+        let conn = ep.connection_mut(self.handle).expect("open");
+        if self.sent < self.data.len() {
+            self.sent += conn.send(&self.data[self.sent..]).unwrap();
+            if self.sent == self.data.len() {
+                conn.close();
+            }
+        }
+        while let Ok(n) = conn.recv(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.received.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+#[test]
+fn two_active_opens_at_the_same_moment_connect_transfer_and_close() {
+    use tcpstack::sim::{LinkConfig, Network, CLIENT_ADDR, SERVER_ADDR};
+
+    // Both endpoints' only ephemeral port is 40000, so each opens the other's tuple.
+    let config = EndpointConfig {
+        ephemeral_ports: (40000, 40000),
+        ..EndpointConfig::default()
+    };
+    let link = LinkConfig::ideal(Duration::from_millis(5));
+    let mut net = Network::new(11, config, link.clone(), link);
+    let now = net.now();
+    let a = net
+        .client
+        .connect(SocketAddrV4::new(SERVER_ADDR, 40000), now)
+        .unwrap();
+    let b = net
+        .server
+        .connect(SocketAddrV4::new(CLIENT_ADDR, 40000), now)
+        .unwrap();
+    let pattern = |seed: usize| (0..300_000).map(move |i| (i * seed + i / 977) as u8);
+    let mut sides = [
+        Side {
+            handle: a,
+            data: pattern(7).collect(),
+            sent: 0,
+            received: Vec::new(),
+            connected_at: None,
+            sent_to_connect: 0,
+            closed: false,
+        },
+        Side {
+            handle: b,
+            data: pattern(13).collect(),
+            sent: 0,
+            received: Vec::new(),
+            connected_at: None,
+            sent_to_connect: 0,
+            closed: false,
+        },
+    ];
+    for _ in 0..1_000_000 {
+        let at = net.elapsed();
+        sides[0].pump(&mut net.client, at);
+        sides[1].pump(&mut net.server, at);
+        if sides.iter().all(|s| s.closed) && net.client.is_idle() && net.server.is_idle() {
+            break;
+        }
+        assert!(net.step(), "nothing scheduled before both closed");
+    }
+    // The SYNs cross after 5 ms, the SYN-ACKs after 10: each side sent SYN and SYN-ACK only,
+    // and is ESTABLISHED one round trip after its open, as after a three-way handshake.
+    for side in &sides {
+        assert_eq!(side.connected_at, Some(Duration::from_millis(10)));
+        assert_eq!(side.sent_to_connect, 2, "SYN, SYN-ACK");
+        assert!(side.closed);
+    }
+    assert!(sides[0].received == sides[1].data, "A received B's bytes");
+    assert!(sides[1].received == sides[0].data, "B received A's bytes");
+    for ep in [&net.client, &net.server] {
+        let stats = ep.stats();
+        assert_eq!(stats.connections_established, 1);
+        assert_eq!(stats.resets_sent, 0);
+        assert_eq!(ep.connection_count(), 0);
+        assert_eq!(ep.time_wait_count(), 0);
+        assert_eq!(ep.poll_timeout(), None);
+    }
+}

@@ -35,9 +35,13 @@ const SACK_BLOCK_LEN: u32 = 8;
 const QUICK_ACKS: u32 = 16;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 const DUP_ACK_THRESHOLD: u32 = 3;
-/// One-off control segments (challenge ACKs, probes, RSTs) queued at most; more are dropped, which
-/// also rate-limits challenge ACKs (RFC 5961 §7).
-const MAX_CONTROL_QUEUE: usize = 4;
+/// One-off control segments (duplicate ACKs, challenge ACKs, probes, RSTs) queued at most, so
+/// that every out-of-order segment of a receive batch (the backends hand over up to 64 frames at
+/// a time) gets its own duplicate ACK (RFC 5681 §4.2); beyond that ACKs and probes are dropped.
+const MAX_CONTROL_QUEUE: usize = 64;
+/// A challenge ACK is queued only while fewer control segments than this wait: the rate limit of
+/// RFC 5961 §7, so that a burst of forged segments gets a few answers, not one each.
+const MAX_CHALLENGE_ACKS: usize = 4;
 
 /// Per-connection counters and the current estimator and congestion state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -278,7 +282,8 @@ impl Connection {
             last_data_received: None,
             fast_retransmit_pending: false,
             sws_override: false,
-            control: VecDeque::with_capacity(MAX_CONTROL_QUEUE),
+            // Empty until used: most connections never queue more than one or two.
+            control: VecDeque::new(),
             timers: Timers::default(),
             rtt,
             rtt_sample: None,
@@ -515,10 +520,7 @@ impl Connection {
             | State::Established
             | State::FinWait1
             | State::FinWait2
-            | State::CloseWait => {
-                let rst = self.header(self.snd_nxt, TcpFlags::RST);
-                self.queue_control(rst);
-            }
+            | State::CloseWait => self.queue_final_reset(),
             _ => {}
         }
         self.recv_buf = RecvBuffer::new(1);
@@ -629,10 +631,37 @@ impl Connection {
         }
 
         // RFC 7323 §5.3 R1: PAWS before the sequence number test; the old duplicate is
-        // acknowledged (which also repairs a lost ACK) and dropped.
+        // acknowledged (which also repairs a lost ACK) and dropped. As Linux's tcp_send_dupack,
+        // the ACK reports its data below RCV.NXT in a D-SACK (RFC 2883 §4): most often the
+        // original of a segment already retransmitted, which makes that retransmission spurious.
         if self.paws_rejects(header, now) {
             self.stats.paws_rejected += 1;
             self.ack_pending = true;
+            self.note_received_for_sack(seq, (seq + payload.len()).min(self.rcv_nxt));
+            return;
+        }
+
+        // Simultaneous open: the peer's SYN-ACK acknowledges our SYN and repeats its own, which
+        // the acceptability test below would only answer with an ACK. RFC 9293 §3.5 figure 7
+        // (line 6) reaches ESTABLISHED on it, and so does Linux's tcp_validate_incoming for a
+        // SYN-RECEIVED that was in SYN-SENT: seq + 1 == end_seq == rcv_nxt, ack == snd_nxt.
+        if self.state == State::SynReceived
+            && !self.passive
+            && flags.syn()
+            && flags.ack()
+            && !flags.intersects(TcpFlags::RST | TcpFlags::FIN)
+            && payload.is_empty()
+            && seq + 1u32 == self.rcv_nxt
+            && header.ack == self.snd_nxt
+        {
+            self.last_received = now;
+            self.update_ts_recent(header, now);
+            self.snd_una = header.ack;
+            self.take_rtt_sample(header.ack, header, now);
+            self.timers.retransmit = None;
+            // The window field of a SYN is never scaled (RFC 7323 §2.2).
+            self.update_send_window(u32::from(header.window), seq, header.ack);
+            self.establish();
             return;
         }
 
@@ -1178,8 +1207,7 @@ impl Connection {
         };
         if self.keepalive_probes >= keepalive.probes {
             // Like Linux, tell the peer with a RST that we gave up.
-            let rst = self.header(self.snd_nxt, TcpFlags::RST);
-            self.queue_control(rst);
+            self.queue_final_reset();
             self.fail(ConnectionError::TimedOut);
             return;
         }
@@ -1916,8 +1944,10 @@ impl Connection {
     }
 
     fn challenge_ack(&mut self) {
-        let ack = self.header(self.snd_nxt, TcpFlags::ACK);
-        self.queue_control(ack);
+        if self.control.len() < MAX_CHALLENGE_ACKS {
+            let ack = self.header(self.snd_nxt, TcpFlags::ACK);
+            self.queue_control(ack);
+        }
     }
 
     fn fin_seq(&self) -> SeqNum {
@@ -1977,6 +2007,12 @@ impl Connection {
         self.scoreboard.sacked()
     }
 
+    /// SND.UNA and RCV.NXT.
+    #[cfg(test)]
+    pub(crate) fn snd_una_and_rcv_nxt(&self) -> (SeqNum, SeqNum) {
+        (self.snd_una, self.rcv_nxt)
+    }
+
     /// The receive buffer's current size (auto-tuning grows it).
     #[cfg(test)]
     pub(crate) fn recv_capacity(&self) -> usize {
@@ -2007,6 +2043,14 @@ impl Connection {
         );
         assert!(!self.sack_recovery || self.in_recovery);
         assert!(self.sack_permitted || self.scoreboard.sacked().is_empty());
+        self.scoreboard.check_invariants(self.snd_nxt);
+        assert!(
+            self.scoreboard
+                .sacked()
+                .iter()
+                .all(|r| r.start >= self.snd_una),
+            "SACKed ranges below SND.UNA"
+        );
         assert!(self.events.len() <= 7, "events are deduplicated");
         if self.state != State::Closed && self.state != State::TimeWait {
             assert!(self.send_buf_seq + self.send_buf.len() + 1u32 >= self.snd_nxt);
@@ -2022,10 +2066,28 @@ impl Connection {
         }
     }
 
+    /// Queues a control segment. A full queue drops ACKs and probes, which later segments
+    /// repeat; a RST instead displaces the oldest of them, and is dropped only when the queue
+    /// holds nothing but RSTs, each answering a segment whose retransmission gets another.
     fn queue_control(&mut self, header: TcpHeader) {
-        if self.control.len() < MAX_CONTROL_QUEUE {
-            self.control.push_back(header);
+        if self.control.len() >= MAX_CONTROL_QUEUE {
+            match self.control.iter().position(|h| !h.flags.rst()) {
+                Some(oldest) if header.flags.rst() => {
+                    self.control.remove(oldest);
+                }
+                _ => return,
+            }
         }
+        self.control.push_back(header);
+    }
+
+    /// `<SEQ=SND.NXT><CTL=RST>`, the end of this connection (ABORT, keepalive giving up): the
+    /// ACKs and probes still waiting would only reach a peer about to drop its TCB, so the RST
+    /// replaces them and can never be lost behind them.
+    fn queue_final_reset(&mut self) {
+        let rst = self.header(self.snd_nxt, TcpFlags::RST);
+        self.control.clear();
+        self.control.push_back(rst);
     }
 
     fn push_event(&mut self, event: Event) {

@@ -16,6 +16,9 @@
 //! Where this follows Linux rather than the letter of RFC 9293, and why:
 //! - a retransmitted SYN in SYN-RECEIVED is answered with the SYN-ACK again (the RFC's
 //!   acceptability test would send a bare ACK the peer in SYN-SENT must ignore);
+//! - in a simultaneous open, the peer's SYN-ACK in SYN-RECEIVED establishes the connection, as
+//!   figure 7 of §3.5 shows and Linux does, although §3.10.7.4's acceptability test would only
+//!   ACK it (its SYN lies below RCV.NXT);
 //! - Nagle holds a small segment only while another *small* one is unacknowledged (Minshall's
 //!   variant), so a write of MSS + n bytes leaves at once;
 //! - zero-window probes are `<SEQ=SND.UNA-1>` without data; a FIN needs no send window;

@@ -268,6 +268,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_support::proptest_config())]
+
         /// RFC 6937 §4: while pipe stays above ssthresh, a sender that sends exactly sndcnt has
         /// sent ssthresh bytes once RecoverFS bytes were delivered, and never more than the
         /// proportional share before.

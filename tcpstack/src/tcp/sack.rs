@@ -286,7 +286,9 @@ impl SackScoreboard {
     /// Processes an acceptable ACK (SND.UNA ≤ `ack` ≤ `high_data`): its cumulative
     /// acknowledgement and SACK blocks, first to last as on the wire. Blocks outside
     /// [SND.UNA, HighData) are cut to it or ignored (RFC 6675 §5: a SACK beyond what was sent is
-    /// invalid); a first block below `ack` or inside the second is a D-SACK (RFC 2883 §4).
+    /// invalid). The first block is a D-SACK (RFC 2883 §4) when it starts below `ack`, wherever
+    /// it ends, or lies inside the second block, as Linux's tcp_check_dsack decides; like any
+    /// block it must end by HighData.
     pub fn on_ack(&mut self, ack: SeqNum, blocks: &[SackBlock], high_data: SeqNum) -> SackUpdate {
         let mut update = SackUpdate::default();
         if !ack.in_range_inclusive(self.snd_una, high_data) {
@@ -299,8 +301,8 @@ impl SackScoreboard {
         if let Some(&first) = blocks.first() {
             let inside_second = blocks.get(1).is_some_and(|second| within(first, *second));
             let span = first.end.0.wrapping_sub(first.start.0);
-            let sensible = span > 0 && span <= i32::MAX as u32;
-            if sensible && (first.end <= ack || inside_second) {
+            let sensible = span > 0 && span <= i32::MAX as u32 && first.end <= high_data;
+            if sensible && (first.start < ack || inside_second) {
                 update.dsack = Some(first);
                 update.spurious_retransmission = self.on_dsack(first);
                 blocks = &blocks[1..];
@@ -621,6 +623,32 @@ impl SackScoreboard {
             }
         }
         spurious
+    }
+
+    /// The scoreboard's own invariants, for the tests: bounded, sorted, disjoint and not
+    /// touching ranges in [SND.UNA, `high_data`], and an exact byte count.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self, high_data: SeqNum) {
+        assert!(self.sacked.len() <= MAX_SACKED_RANGES);
+        let mut previous_end = self.snd_una;
+        for (i, r) in self.sacked.iter().enumerate() {
+            assert!(r.start < r.end, "empty range {r:?}");
+            if i == 0 {
+                assert!(r.start >= previous_end, "{r:?} below SND.UNA");
+            } else {
+                assert!(
+                    r.start > previous_end,
+                    "touching ranges in {:?}",
+                    self.sacked
+                );
+            }
+            assert!(r.end <= high_data, "{r:?} beyond {high_data:?}");
+            previous_end = r.end;
+        }
+        assert_eq!(
+            self.sacked_bytes,
+            self.sacked.iter().map(|r| len(*r)).sum::<u32>()
+        );
     }
 
     /// Every retransmission of the current (or just finished) recovery was D-SACKed: the
@@ -988,6 +1016,30 @@ mod tests {
     }
 
     #[test]
+    fn a_first_block_starting_below_the_ack_is_a_d_sack_wherever_it_ends() {
+        for base in BASES {
+            let (mut sb, high_data) = two_holes(base);
+            let at = |off: u32| SeqNum(base) + off;
+            // A duplicate reported whole across the cumulative ACK: no new data SACKed.
+            let dsack = rel(base, 3500, 4500);
+            let update = sb.on_ack(at(4000), &[dsack, rel(base, 5000, 10_000)], high_data);
+            assert_eq!(update.dsack, Some(dsack));
+            // Delivered: only the hole 0–1000 the ACK covers.
+            assert_eq!((update.newly_sacked, update.delivered), (0, 1000));
+            assert_eq!(sb.sacked(), [rel(base, 5000, 10_000)]);
+            // Starting at the ACK, it is an ordinary SACK block.
+            let update = sb.on_ack(at(4000), &[rel(base, 4000, 4500)], high_data);
+            assert_eq!(update.dsack, None);
+            assert_eq!(update.newly_sacked, 500);
+            // Past HighData it is neither.
+            let beyond = block(at(3000), high_data + 1u32);
+            let update = sb.on_ack(at(4000), &[beyond], high_data);
+            assert_eq!((update.dsack, update.newly_sacked), (None, 0));
+            assert_eq!(sb.sacked_bytes(), 5500);
+        }
+    }
+
+    #[test]
     fn memory_is_bounded_whatever_the_peer_sends() {
         let una = SeqNum(u32::MAX - 100_000);
         let mut sb = SackScoreboard::new(una, MSS);
@@ -1005,22 +1057,7 @@ mod tests {
     }
 
     fn assert_invariants(sb: &SackScoreboard, high_data: SeqNum) -> Result<(), TestCaseError> {
-        prop_assert!(sb.sacked.len() <= MAX_SACKED_RANGES);
-        let mut previous_end = sb.snd_una;
-        for (i, r) in sb.sacked.iter().enumerate() {
-            prop_assert!(r.start < r.end, "empty range {r:?}");
-            if i == 0 {
-                prop_assert!(r.start >= previous_end);
-            } else {
-                prop_assert!(r.start > previous_end, "touching ranges");
-            }
-            prop_assert!(r.end <= high_data);
-            previous_end = r.end;
-        }
-        prop_assert_eq!(
-            sb.sacked_bytes,
-            sb.sacked.iter().map(|r| len(*r)).sum::<u32>()
-        );
+        sb.check_invariants(high_data);
         prop_assert!(sb.pipe(high_data) <= 2 * (high_data - sb.snd_una));
         match sb.next_seg(high_data, false) {
             Some(NextSeg::Retransmit { start, len }) | Some(NextSeg::Rescue { start, len }) => {
@@ -1055,6 +1092,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_support::proptest_config())]
+
         #[test]
         fn scoreboard_stays_consistent(base in any::<u32>(), ops in prop::collection::vec(op(), 1..100)) {
             let start = SeqNum(base);

@@ -56,7 +56,8 @@ pub struct Cubic {
     epoch: Option<Epoch>,
     /// Smoothed RTT (RFC 6298 weights) for W_cubic(t + RTT) in §4.2.
     srtt: Option<Duration>,
-    /// RFC 3465 §2.2: one SMSS per ACK in the slow start that follows an RTO.
+    /// In the slow start that follows an RTO, which counts 1·SMSS per ACK (RFC 3465 §2.3); it
+    /// ends once cwnd reaches ssthresh or another loss begins.
     after_rto: bool,
     fast_convergence: bool,
     hystart: HyStart,
@@ -207,6 +208,9 @@ impl CongestionControl for Cubic {
                 increase /= CSS_GROWTH_DIVISOR;
             }
             self.cwnd = (self.cwnd + increase).min(f64::from(u32::MAX));
+            if self.cwnd >= f64::from(self.ssthresh) {
+                self.after_rto = false;
+            }
             if self.hystart.css_done() {
                 // RFC 9406 §4.2: CSS_ROUNDS rounds of CSS end slow start. W_max is undefined
                 // here, so the first epoch starts with K = 0 at this window (RFC 9438 §4.10).
@@ -220,6 +224,7 @@ impl CongestionControl for Cubic {
     }
 
     fn on_fast_retransmit(&mut self, flight: u32, _now: Instant) {
+        self.after_rto = false;
         self.reduce(flight);
         // RFC 5681 §3.2 step 3: inflate by the three segments that left the network.
         self.cwnd = f64::from(self.ssthresh) + 3.0 * self.smss();
@@ -549,6 +554,40 @@ mod tests {
     }
 
     #[test]
+    fn the_one_smss_limit_lasts_only_for_the_slow_start_after_the_rto() {
+        let now = Instant::now();
+        let mut cc = Cubic::new(MSS);
+        cc.on_rto(40 * MSS, now);
+        assert_eq!((cc.window(), cc.ssthresh()), (MSS, 28 * MSS));
+        for _ in 0..27 {
+            cc.on_ack(8 * MSS, MSS, now);
+        }
+        assert_eq!(cc.window(), 28 * MSS, "1·SMSS per ACK up to ssthresh");
+        cc.on_ack(MSS, 28 * MSS, now);
+        // A later slow start (after idle, RFC 5681 §4.1) counts up to L = 8·SMSS per ACK again
+        // (RFC 9406 §4.3).
+        cc.on_idle_restart();
+        assert_eq!(cc.window(), 10 * MSS);
+        cc.on_ack(8 * MSS, 10 * MSS, now);
+        assert_eq!(cc.window(), 18 * MSS);
+
+        // A loss episode before ssthresh is reached ends that slow start too.
+        let mut cc = Cubic::new(MSS);
+        cc.on_rto(40 * MSS, now);
+        cc.on_ack(MSS, MSS, now);
+        cc.on_fast_retransmit(30 * MSS, now);
+        cc.on_recovery_exit();
+        assert_eq!(cc.window(), 21 * MSS);
+        cc.on_idle_restart();
+        cc.on_ack(8 * MSS, 10 * MSS, now);
+        assert_eq!(cc.window(), 18 * MSS);
+        // And another RTO starts another.
+        cc.on_rto(40 * MSS, now);
+        cc.on_ack(8 * MSS, MSS, now);
+        assert_eq!(cc.window(), 2 * MSS);
+    }
+
+    #[test]
     fn spurious_congestion_is_undone() {
         let now = Instant::now();
         let mut cc = Cubic::new(MSS);
@@ -691,6 +730,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_support::proptest_config())]
+
         #[test]
         fn extreme_inputs_never_break_the_window(mss in any::<u32>(), ops in prop::collection::vec(op(), 1..200)) {
             let start = Instant::now();

@@ -16,7 +16,8 @@ pub struct NewReno {
     /// Bytes acknowledged in congestion avoidance since cwnd last grew (RFC 5681 §3.1, byte
     /// counting).
     bytes_acked: u32,
-    /// RFC 3465 §2.2: slow start may count up to 2·SMSS per ACK, except right after an RTO.
+    /// In the slow start that follows an RTO, which counts 1·SMSS per ACK (RFC 3465 §2.3)
+    /// instead of 2·SMSS (§2.2); it ends once cwnd reaches ssthresh or another loss begins.
     after_rto: bool,
 }
 
@@ -64,6 +65,9 @@ impl CongestionControl for NewReno {
                 2 * self.mss
             };
             self.cwnd = self.cwnd.saturating_add(acked.min(limit));
+            if self.cwnd >= self.ssthresh {
+                self.after_rto = false;
+            }
         } else {
             // Congestion avoidance: one SMSS per window of acknowledged bytes (RFC 5681 §3.1).
             self.bytes_acked = self.bytes_acked.saturating_add(acked);
@@ -75,6 +79,7 @@ impl CongestionControl for NewReno {
     }
 
     fn on_fast_retransmit(&mut self, flight: u32, _now: Instant) {
+        self.after_rto = false;
         self.ssthresh = self.halve(flight);
         self.cwnd = self.ssthresh + 3 * self.mss;
         self.bytes_acked = 0;
@@ -135,6 +140,42 @@ mod tests {
         }
         ca.on_ack(MSS, 0, now);
         assert_eq!(ca.window(), 5 * MSS);
+    }
+
+    #[test]
+    fn the_one_smss_limit_lasts_only_for_the_slow_start_after_the_rto() {
+        let now = Instant::now();
+        let mut cc = NewReno::new(MSS);
+        cc.on_rto(40 * MSS, now);
+        assert_eq!((cc.window(), cc.ssthresh()), (MSS, 20 * MSS));
+        for _ in 0..19 {
+            cc.on_ack(2 * MSS, 0, now);
+        }
+        assert_eq!(cc.window(), 20 * MSS, "1·SMSS per ACK up to ssthresh");
+        for _ in 0..20 {
+            cc.on_ack(2 * MSS, 0, now);
+        }
+        assert_eq!(cc.window(), 21 * MSS, "congestion avoidance");
+        // A later slow start (after idle, RFC 5681 §4.1) counts 2·SMSS per ACK again.
+        cc.on_idle_restart();
+        assert_eq!(cc.window(), 10 * MSS);
+        cc.on_ack(2 * MSS, 0, now);
+        assert_eq!(cc.window(), 12 * MSS);
+
+        // A loss episode before ssthresh is reached ends that slow start too.
+        let mut cc = NewReno::new(MSS);
+        cc.on_rto(40 * MSS, now);
+        cc.on_ack(MSS, 0, now);
+        cc.on_fast_retransmit(30 * MSS, now);
+        cc.on_recovery_exit();
+        assert_eq!(cc.window(), 15 * MSS);
+        cc.on_idle_restart();
+        cc.on_ack(2 * MSS, 0, now);
+        assert_eq!(cc.window(), 12 * MSS);
+        // And another RTO starts another.
+        cc.on_rto(40 * MSS, now);
+        cc.on_ack(2 * MSS, 0, now);
+        assert_eq!(cc.window(), 2 * MSS);
     }
 
     #[test]

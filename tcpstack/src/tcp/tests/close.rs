@@ -207,6 +207,32 @@ fn abort_sends_rst_and_discards_buffers() {
 }
 
 #[test]
+fn abort_rst_goes_out_even_behind_a_full_queue_of_acks() {
+    let mut h = Harness::established();
+    h.out_of_order_batch(IRS + 1, ISS + 1, 100);
+    h.conn.abort();
+    // The duplicate ACKs are moot once the peer's TCB is gone: the RST alone leaves.
+    h.expect_exact(R, ISS + 1, 0, 0, b"");
+    h.expect_nothing();
+    assert_eq!(h.conn.state(), State::Closed);
+}
+
+#[test]
+fn a_reset_answering_a_stray_displaces_a_queued_ack() {
+    let mut h = Harness::established();
+    h.out_of_order_batch(IRS + 1, ISS + 1, 100);
+    h.send(&seg(R, IRS + 1, 0));
+    assert_eq!(h.conn.state(), State::Closed);
+    // A TCB that is gone answers like no connection (RFC 9293 §3.10.7.1), full queue or not.
+    h.send(&seg(A, IRS + 1, ISS + 7));
+    let out = h.drain();
+    assert_eq!(out.len(), 64, "the queue stays bounded");
+    let last = &out[63].header;
+    assert_eq!((last.flags, last.seq.0), (R, ISS + 7));
+    assert!(out[..63].iter().all(|s| s.header.flags == A));
+}
+
+#[test]
 fn exact_rst_resets_in_window_rst_gets_challenge_ack() {
     let mut h = Harness::established();
     // Outside the window: silently dropped.

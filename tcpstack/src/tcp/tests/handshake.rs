@@ -96,24 +96,73 @@ fn peer_without_options_gets_default_mss_and_no_window_scaling() {
     h.expect_exact(A, ISS + 1, IRS + 2, 65534, b"");
 }
 
+/// RFC 9293 §3.5 figure 7, segment by segment, with its sequence numbers (we are TCP Peer A).
 #[test]
 fn simultaneous_open_goes_through_syn_received() {
+    let mut h = Harness::client(Config::default(), 100);
+    // 2. SYN-SENT --> <SEQ=100><CTL=SYN>
+    h.expect(S, 100, 0);
+    // 3. SYN-RECEIVED <-- <SEQ=300><CTL=SYN>
+    let mut syn = with_window(seg(S, 300, 0), 1000);
+    syn.options = syn_options(1460, Some(7));
+    h.send(&syn);
+    assert_eq!(h.conn.state(), State::SynReceived);
+    // 5. SYN-RECEIVED --> <SEQ=100><ACK=301><CTL=SYN,ACK>
+    h.expect_exact(S | A, 100, 301, SYN_WINDOW, b"");
+    h.expect_nothing();
+    assert!(h.drain_events().is_empty());
+    // 6. ESTABLISHED <-- <SEQ=300><ACK=101><CTL=SYN,ACK>, and nothing more to say.
+    let mut synack = seg(S | A, 300, 101);
+    synack.options = syn_options(1460, Some(7));
+    h.send(&with_window(synack, 1000));
+    assert_eq!(h.conn.state(), State::Established);
+    assert_eq!(h.drain_events(), vec![Event::Connected, Event::Writable]);
+    h.expect_nothing();
+    assert_eq!(h.conn.poll_timeout(), None, "the SYN is acknowledged");
+    // The SYN-ACK's window is not scaled (RFC 7323 §2.2): 1000 bytes, not 1000 << 7.
+    h.conn.send(&[7; 3000]).expect("room");
+    let first = h.expect(A, 101, 301);
+    assert_eq!(first.payload.len(), 1000);
+    h.expect_nothing();
+    // Data in both directions from here.
+    h.send_data(&seg(P | A, 301, 1101), b"hi");
+    assert_eq!(h.read_all(), b"hi");
+    // That ACK's window field is scaled: the rest goes out, cwnd allowing.
+    assert_eq!(h.expect(A, 1101, 303).payload.len(), 1460);
+    assert_eq!(h.expect(P | A, 2561, 303).payload.len(), 540);
+}
+
+#[test]
+fn simultaneous_open_also_establishes_on_a_plain_ack() {
     let mut h = Harness::client(Config::default(), ISS);
     h.expect(S, ISS, 0);
     h.send(&client_syn());
-    assert_eq!(h.conn.state(), State::SynReceived);
     h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
-    h.expect_nothing();
-    h.send(&seg(S | A, IRS, ISS + 1));
-    // Their SYN-ACK repeats a SYN we have already: unacceptable, so just ACKed; then their ACK.
+    // A SYN-ACK that does not acknowledge our SYN is no simultaneous open's: only ACKed.
+    h.send(&seg(S | A, IRS, ISS));
     h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(h.conn.state(), State::SynReceived);
+    // The peer's ACK of our SYN-ACK (RFC 9293 §3.10.7.4) completes it as well.
     h.send(&seg(A, IRS + 1, ISS + 1));
     assert_eq!(h.conn.state(), State::Established);
     assert_eq!(h.drain_events(), vec![Event::Connected, Event::Writable]);
+    h.expect_nothing();
+}
+
+#[test]
+fn a_syn_ack_to_a_passive_open_is_only_acknowledged() {
+    // Only a connection that sent a SYN of its own can be in a simultaneous open (Linux checks
+    // for a full socket, not a request).
+    let mut h = Harness::server(Config::default(), &client_syn(), ISS);
+    h.expect(S | A, ISS, IRS + 1);
+    h.send(&seg(S | A, IRS, ISS + 1));
+    h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(h.conn.state(), State::SynReceived);
 }
 
 #[test]
 fn lost_syn_is_retransmitted_with_exponential_backoff_then_times_out() {
+    assert_eq!(Config::default().syn_retries, 6);
     let mut h = Harness::client(Config::default(), ISS);
     h.expect(S, ISS, 0);
     for expected in [1, 2, 4, 8, 16, 32] {
@@ -180,6 +229,30 @@ fn synack_retries_exhausted_times_out() {
     assert_eq!(h.conn.state(), State::Closed);
     assert_eq!(h.drain_events(), vec![Event::TimedOut, Event::Closed]);
     assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn default_synack_retries_back_off_and_give_up_after_63_seconds() {
+    assert_eq!(Config::default().synack_retries, 5);
+    let mut h = Harness::server(Config::default(), &client_syn(), ISS);
+    h.expect(S | A, ISS, IRS + 1);
+    // synack_retries = 5, Linux's tcp_synack_retries: five retransmissions 1, 2, 4, 8 and 16 s
+    // apart (RFC 6298 §5.5), each identical to the first SYN-ACK.
+    for expected in [1, 2, 4, 8, 16] {
+        assert_eq!(h.fire_next_timer(), Duration::from_secs(expected));
+        h.expect_exact(S | A, ISS, IRS + 1, SYN_WINDOW, b"");
+        h.expect_nothing();
+        assert_eq!(h.conn.state(), State::SynReceived);
+    }
+    assert!(h.drain_events().is_empty());
+    // Then 32 s more without an ACK, and it gives up without a RST, 63 s after the SYN.
+    assert_eq!(h.fire_next_timer(), Duration::from_secs(32));
+    assert_eq!(h.now - h.start, Duration::from_secs(63));
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_nothing();
+    assert_eq!(h.drain_events(), vec![Event::TimedOut, Event::Closed]);
+    assert_eq!(h.conn.poll_timeout(), None);
+    assert_eq!(h.conn.stats().retransmits, 5);
 }
 
 #[test]

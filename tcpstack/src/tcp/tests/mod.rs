@@ -5,7 +5,8 @@
 //! - CLOSED → SYN-SENT, SYN-SENT → ESTABLISHED: `handshake::active_open_*`
 //! - LISTEN → SYN-RECEIVED → ESTABLISHED: `handshake::passive_open_*` (LISTEN is the endpoint's,
 //!   its rules are `handshake::listen_rules_and_reset_for`)
-//! - SYN-SENT → SYN-RECEIVED: `handshake::simultaneous_open_*`
+//! - SYN-SENT → SYN-RECEIVED → ESTABLISHED (on the peer's SYN-ACK or ACK):
+//!   `handshake::simultaneous_open_*`
 //! - SYN-SENT → CLOSED: `handshake::close_in_syn_sent_*`, `rst_in_syn_sent_*`, `lost_syn_*`
 //! - SYN-RECEIVED → LISTEN (CLOSED here): `handshake::rst_in_syn_received_*`,
 //!   `new_syn_in_syn_received_*`, `synack_retries_exhausted_*`
@@ -216,6 +217,19 @@ impl Harness {
         self.now = at;
         self.conn.handle_timeout(self.now);
         waited
+    }
+
+    /// `count` 10-byte segments after a hole at RCV.NXT, delivered before anything is polled
+    /// (one receive batch): each is owed a duplicate ACK.
+    pub fn out_of_order_batch(&mut self, rcv_nxt: u32, snd_nxt: u32, count: u32) {
+        for k in 1..=count {
+            self.send_data(&seg(A, rcv_nxt + 10 * k, snd_nxt), &[k as u8; 10]);
+        }
+    }
+
+    /// Every segment the connection sends now.
+    pub fn drain(&mut self) -> Vec<Segment> {
+        std::iter::from_fn(|| self.recv()).collect()
     }
 
     pub fn drain_events(&mut self) -> Vec<Event> {

@@ -1,9 +1,15 @@
 //! Property tests: random segments, user calls and time steps fed to a connection in every state
-//! must never panic, never grow a buffer past its bound, and leave the timers sane.
+//! must never panic, never grow a buffer past its bound, and leave the timers sane. Connections
+//! that negotiated SACK and timestamps get segments with SACK blocks about the data they sent
+//! and TSvals around the peer's clock, so the scoreboard and PAWS are fuzzed as well.
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::wire::{SackBlock, Timestamps};
+
+/// The peer's TSval on its SYN; its clock then runs at 1 ms per millisecond of the harness.
+const PEER_TS: u32 = 1_000_000;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -14,6 +20,10 @@ enum Op {
         window: u16,
         len: usize,
         options: bool,
+        /// SACK blocks: start (around SND.UNA, like the ACK) and length.
+        sack: Vec<(SeqChoice, u32)>,
+        /// TSval (around the peer's clock) and TSecr (around our last TSval).
+        timestamps: Option<(TsChoice, TsChoice)>,
     },
     Advance(u64),
     Send(usize),
@@ -38,6 +48,52 @@ impl SeqChoice {
     }
 }
 
+/// A timestamp near a clock's current value (older ones fail PAWS), across the sign bit that
+/// decides old from new (RFC 7323 §5.2), or anything.
+#[derive(Clone, Copy, Debug)]
+enum TsChoice {
+    Near(i32),
+    AcrossTheWrap(i32),
+    Anywhere(u32),
+}
+
+impl TsChoice {
+    fn resolve(self, clock: u32) -> u32 {
+        match self {
+            TsChoice::Near(offset) => clock.wrapping_add(offset as u32),
+            TsChoice::AcrossTheWrap(offset) => {
+                clock.wrapping_add(0x8000_0000).wrapping_add(offset as u32)
+            }
+            TsChoice::Anywhere(value) => value,
+        }
+    }
+}
+
+fn ts_choice() -> impl Strategy<Value = TsChoice> {
+    prop_oneof![
+        6 => (-100i32..400).prop_map(TsChoice::Near),
+        1 => (-3i32..3).prop_map(TsChoice::AcrossTheWrap),
+        1 => any::<u32>().prop_map(TsChoice::Anywhere),
+    ]
+}
+
+/// A SACK block over the data we may have in flight (the send buffer holds 8192 bytes),
+/// sometimes below SND.UNA (a D-SACK), empty, inverted or huge.
+fn sack_block() -> impl Strategy<Value = (SeqChoice, u32)> {
+    let start = prop_oneof![
+        6 => (-1500i32..10_000).prop_map(SeqChoice::Near),
+        1 => any::<u32>().prop_map(SeqChoice::Anywhere),
+    ];
+    let len = prop_oneof![6 => 0u32..6000, 1 => any::<u32>()];
+    (start, len)
+}
+
+/// An acknowledgement number (around SND.UNA): like any sequence number, or as often one at or a
+/// little above SND.UNA, as a live peer sends.
+fn ack_choice() -> impl Strategy<Value = SeqChoice> {
+    prop_oneof![seq_choice(), (0i32..3000).prop_map(SeqChoice::Near)]
+}
+
 fn seq_choice() -> impl Strategy<Value = SeqChoice> {
     prop_oneof![
         4 => (-3000i32..6000).prop_map(SeqChoice::Near),
@@ -46,23 +102,90 @@ fn seq_choice() -> impl Strategy<Value = SeqChoice> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Any combination of flags, or as often a plain ACK (with PSH, rarely FIN), which is what
+/// reaches the ACK processing, the scoreboard and PAWS' updates.
+fn flags() -> impl Strategy<Value = u8> {
     prop_oneof![
-        8 => (any::<u8>(), seq_choice(), seq_choice(), any::<u16>(), 0usize..3000, any::<bool>())
-            .prop_map(|(flags, seq, ack, window, len, options)| Op::Segment {
-                flags: flags & 0x3f,
+        any::<u8>().prop_map(|flags| flags & 0x3f),
+        (any::<bool>(), prop::bool::weighted(0.1)).prop_map(|(psh, fin)| {
+            let mut flags = A;
+            if psh {
+                flags |= P;
+            }
+            if fin {
+                flags |= F;
+            }
+            flags.0
+        }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let header = (
+        flags(),
+        seq_choice(),
+        ack_choice(),
+        any::<u16>(),
+        0usize..3000,
+        any::<bool>(),
+    );
+    let sack = prop_oneof![
+        1 => Just(Vec::new()),
+        2 => prop::collection::vec(sack_block(), 1..=4),
+    ];
+    let timestamps = prop_oneof![1 => Just(None), 4 => (ts_choice(), ts_choice()).prop_map(Some)];
+    prop_oneof![
+        8 => (header, sack, timestamps).prop_map(
+            |((flags, seq, ack, window, len, options), sack, timestamps)| Op::Segment {
+                flags,
                 seq,
                 ack,
                 window,
                 len,
                 options,
-            }),
+                sack,
+                timestamps,
+            }
+        ),
         2 => (0u64..5000).prop_map(Op::Advance),
         1 => (0u64..200_000_000).prop_map(|ms| Op::Advance(ms / 1000)),
         2 => (0usize..20_000).prop_map(Op::Send),
         2 => (0usize..20_000).prop_map(Op::Recv),
         1 => Just(Op::Close),
         1 => (0..20).prop_map(|n| if n == 0 { Op::Abort } else { Op::Close }),
+    ]
+}
+
+/// What a live peer sends an ESTABLISHED connection with SACK and timestamps: ACKs (some with
+/// data, in order or not) of what is in flight, with SACK blocks and TSvals mostly plausible,
+/// between writes, reads and time steps that fire RTOs and delayed ACKs.
+fn live_op() -> impl Strategy<Value = Op> {
+    let flags = prop_oneof![Just(A.0), Just((P | A).0)];
+    let seq = prop_oneof![
+        3 => Just(SeqChoice::Near(0)),
+        1 => (-1500i32..4000).prop_map(SeqChoice::Near),
+    ];
+    let len = prop_oneof![3 => Just(0usize), 1 => 1usize..1500];
+    let ack = prop_oneof![4 => (0i32..3000).prop_map(SeqChoice::Near), 1 => seq_choice()];
+    let window = prop_oneof![3 => 1000u16..u16::MAX, 1 => any::<u16>()];
+    let sack = prop::collection::vec(sack_block(), 0..=4);
+    let timestamps = prop_oneof![1 => Just(None), 6 => (ts_choice(), ts_choice()).prop_map(Some)];
+    prop_oneof![
+        12 => (flags, seq, ack, window, len, sack, timestamps).prop_map(
+            |(flags, seq, ack, window, len, sack, timestamps)| Op::Segment {
+                flags,
+                seq,
+                ack,
+                window,
+                len,
+                options: false,
+                sack,
+                timestamps,
+            }
+        ),
+        2 => (0usize..20_000).prop_map(Op::Send),
+        2 => (0u64..400).prop_map(Op::Advance),
+        1 => (0usize..20_000).prop_map(Op::Recv),
     ]
 }
 
@@ -87,8 +210,22 @@ fn small_config() -> Config {
     }
 }
 
-/// A connection driven into `state` by the packet-level harness.
-fn harness_in(state: State) -> Harness {
+/// The options of the peer's SYN or SYN-ACK: SACK-permitted and timestamps when `negotiate`
+/// (echoing `our_tsval`).
+fn peer_syn_options(mss: u16, shift: u8, negotiate: bool, our_tsval: u32) -> TcpOptions {
+    TcpOptions {
+        sack_permitted: negotiate,
+        timestamps: negotiate.then_some(Timestamps {
+            tsval: PEER_TS,
+            tsecr: our_tsval,
+        }),
+        ..syn_options(mss, Some(shift))
+    }
+}
+
+/// A connection driven into `state` by the packet-level harness; with `negotiate`, both SYNs
+/// carried SACK-permitted and timestamps.
+fn harness_in(state: State, negotiate: bool) -> Harness {
     let config = small_config();
     let mut h = match state {
         State::SynSent => {
@@ -98,12 +235,23 @@ fn harness_in(state: State) -> Harness {
         }
         State::SynReceived => {
             let mut syn = seg(S, IRS, 0);
-            syn.options = syn_options(1000, Some(2));
+            syn.options = peer_syn_options(1000, 2, negotiate, 0);
             let mut h = Harness::server(config, &syn, ISS);
             h.expect(S | A, ISS, IRS + 1);
             return h;
         }
-        _ => Harness::established_with(config, ISS, IRS),
+        _ => {
+            let mut h = Harness::client(config, ISS);
+            let syn = h.expect(S, ISS, 0);
+            let ours = syn.header.options.timestamps.map_or(0, |ts| ts.tsval);
+            let mut synack = seg(S | A, IRS, ISS + 1);
+            synack.options = peer_syn_options(1460, 7, negotiate, ours);
+            h.send(&synack);
+            h.expect(A, ISS + 1, IRS + 1);
+            assert_eq!(h.conn.stats().sack, negotiate);
+            assert_eq!(h.conn.stats().timestamps, negotiate);
+            h
+        }
     };
     match state {
         State::Closed => {
@@ -134,11 +282,20 @@ fn harness_in(state: State) -> Harness {
     h
 }
 
-fn run(state: State, ops: &[Op]) {
-    let mut h = harness_in(state);
+fn run(state: State, negotiate: bool, ops: &[Op]) {
+    let mut h = harness_in(state, negotiate);
     let data = vec![0x5a; 20_000];
     let mut buf = vec![0u8; 20_000];
     let mut got_closed = false;
+    // The TSval of the last segment the connection sent, for the TSecr of the peer's.
+    let mut our_tsval = 0u32;
+    if negotiate {
+        // A window of data in flight for the SACK blocks to describe, where the state allows.
+        let _ = h.conn.send(&data[..8192]);
+        while let Some(s) = h.recv() {
+            our_tsval = s.header.options.timestamps.map_or(our_tsval, |ts| ts.tsval);
+        }
+    }
     for op in ops {
         match *op {
             Op::Segment {
@@ -148,12 +305,33 @@ fn run(state: State, ops: &[Op]) {
                 window,
                 len,
                 options,
+                ref sack,
+                timestamps,
             } => {
-                let mut header = seg(TcpFlags(flags), seq.resolve(IRS + 1), ack.resolve(ISS + 1));
-                header.ack = SeqNum(ack.resolve(ISS + 1));
+                // Sequence numbers around RCV.NXT, ACKs and SACK blocks around SND.UNA, so that
+                // they meet the data in flight.
+                let (snd_una, rcv_nxt) = h.conn.snd_una_and_rcv_nxt();
+                let (snd_una, rcv_nxt) = (snd_una.0, rcv_nxt.0);
+                let mut header = seg(TcpFlags(flags), seq.resolve(rcv_nxt), ack.resolve(snd_una));
+                header.ack = SeqNum(ack.resolve(snd_una));
                 header.window = window;
                 if options {
                     header.options = syn_options((window % 2000) + 1, Some((window % 20) as u8));
+                    header.options.sack_permitted = negotiate;
+                }
+                if let Some((tsval, tsecr)) = timestamps {
+                    let peer_clock = PEER_TS.wrapping_add((h.now - h.start).as_millis() as u32);
+                    header.options.timestamps = Some(Timestamps {
+                        tsval: tsval.resolve(peer_clock),
+                        tsecr: tsecr.resolve(our_tsval),
+                    });
+                }
+                for &(start, len) in sack {
+                    let start = SeqNum(start.resolve(snd_una));
+                    header.options.push_sack_block(SackBlock {
+                        start,
+                        end: start + len,
+                    });
                 }
                 h.send_data(&header, &data[..len]);
             }
@@ -176,6 +354,9 @@ fn run(state: State, ops: &[Op]) {
             assert!(sent < 200, "poll_transmit does not stop");
             assert!(s.payload.len() <= 1460);
             assert!(!(s.header.flags.syn() && s.header.flags.fin()));
+            if let Some(ts) = s.header.options.timestamps {
+                our_tsval = ts.tsval;
+            }
         }
         h.conn.check_invariants(h.now);
         for event in h.drain_events() {
@@ -199,11 +380,23 @@ fn run(state: State, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        ..crate::test_support::proptest_config()
+    })]
 
     #[test]
-    fn random_segments_in_every_state(state in 0..STATES.len(), ops in prop::collection::vec(op(), 1..60)) {
-        run(STATES[state], &ops);
+    fn random_segments_in_every_state(
+        state in 0..STATES.len(),
+        negotiate in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        run(STATES[state], negotiate, &ops);
+    }
+
+    #[test]
+    fn sack_blocks_and_timestamps_in_a_live_connection(ops in prop::collection::vec(live_op(), 1..120)) {
+        run(State::Established, true, &ops);
     }
 }
 
@@ -220,11 +413,20 @@ fn every_state_survives_a_fixed_storm() {
                 window: 1000,
                 len: (flags as usize * 37) % 1500,
                 options: flags % 3 == 0,
+                sack: if flags % 2 == 0 {
+                    vec![(SeqChoice::Near(seq), 1000), (SeqChoice::Near(-500), 700)]
+                } else {
+                    Vec::new()
+                },
+                timestamps: (flags % 5 != 0)
+                    .then_some((TsChoice::Near(seq % 300), TsChoice::Near(-ack % 100))),
             });
         }
         ops.push(Op::Advance(300));
     }
     for state in STATES {
-        run(state, &ops);
+        for negotiate in [false, true] {
+            run(state, negotiate, &ops);
+        }
     }
 }

@@ -263,6 +263,37 @@ fn paws_drops_old_duplicates_and_acks_them() {
 }
 
 #[test]
+fn paws_rejected_data_below_rcv_nxt_is_reported_in_a_d_sack() {
+    let mut h = established_with_timestamps();
+    let data = payload(300);
+    // The retransmission of 0–200 arrived first; its original, stamped earlier, comes late.
+    h.send_data(&with_ts(seg(A, IRS + 1, ISS + 1), 300, 1), &data[..200]);
+    h.advance(ms(40));
+    h.expect(A, ISS + 1, IRS + 201);
+    h.send_data(&with_ts(seg(A, IRS + 1, ISS + 1), 250, 1), &data[..200]);
+    let ack = h.expect(A, ISS + 1, IRS + 201);
+    assert_eq!(tsecr(&ack), 300);
+    assert_eq!(ack.header.options.sack_blocks(), [block(0, 200)]);
+    h.expect_nothing();
+    // Only the part below RCV.NXT is a duplicate of what we have.
+    h.send_data(
+        &with_ts(seg(A, IRS + 101, ISS + 1), 250, 1),
+        &data[100..300],
+    );
+    let ack = h.expect(A, ISS + 1, IRS + 201);
+    assert_eq!(ack.header.options.sack_blocks(), [block(100, 200)]);
+    // Above RCV.NXT nothing was received: a plain ACK.
+    h.send_data(
+        &with_ts(seg(A, IRS + 201, ISS + 1), 250, 1),
+        &data[200..300],
+    );
+    let ack = h.expect(A, ISS + 1, IRS + 201);
+    assert!(ack.header.options.sack_blocks().is_empty());
+    assert_eq!(h.conn.stats().paws_rejected, 3);
+    assert_eq!(h.read_all(), &data[..200]);
+}
+
+#[test]
 fn paws_forgets_ts_recent_after_24_days_idle() {
     let mut h = established_with_timestamps();
     h.now += Duration::from_secs(25 * 24 * 3600);
@@ -618,4 +649,34 @@ fn out_of_order_segments_arriving_together_get_one_duplicate_ack_each() {
             vec![block(500, 600), block(300, 400), block(100, 200)],
         ]
     );
+}
+
+#[test]
+fn every_out_of_order_segment_of_a_receive_batch_gets_its_duplicate_ack() {
+    // A sender without SACK counts the duplicates (RFC 5681 §4.2), so none may be merged away:
+    // the backends hand over 64 frames at a time.
+    let mut h = Harness::established();
+    h.out_of_order_batch(IRS + 1, ISS + 1, 64);
+    for _ in 0..64 {
+        h.expect_exact(A, ISS + 1, IRS + 1, SCALED_WINDOW, b"");
+    }
+    h.expect_nothing();
+    // The queue stays bounded whatever arrives: 64 queued and the one still pending.
+    h.out_of_order_batch(IRS + 1, ISS + 1, 1000);
+    let acks = h.drain();
+    assert_eq!(acks.len(), 65);
+    assert!(acks
+        .iter()
+        .all(|s| s.header.flags == A && s.header.ack.0 == IRS + 1));
+}
+
+#[test]
+fn challenge_acks_stay_rate_limited() {
+    // RFC 5961 §7: a burst of in-window SYNs gets a few challenge ACKs, not one each.
+    let mut h = Harness::established();
+    for k in 0..50 {
+        h.send(&seg(S, IRS + 100 + k, 0));
+    }
+    assert_eq!(h.drain().len(), 4);
+    assert_eq!(h.conn.state(), State::Established);
 }

@@ -259,6 +259,22 @@ fn keepalive_is_off_by_default_and_can_be_enabled() {
 }
 
 #[test]
+fn keepalive_rst_goes_out_even_behind_a_full_queue_of_acks() {
+    let mut h = established_after(Config::default(), ms(100));
+    h.conn.set_keepalive(Some(KeepaliveConfig {
+        idle: Duration::from_secs(10),
+        interval: Duration::from_secs(1),
+        probes: 0,
+    }));
+    h.out_of_order_batch(IRS + 1, ISS + 1, 100);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_exact(R, ISS + 1, 0, 0, b"");
+    h.expect_nothing();
+    assert_eq!(h.drain_events(), vec![Event::TimedOut, Event::Closed]);
+}
+
+#[test]
 fn user_timeout_aborts_unacknowledged_data() {
     let config = Config {
         user_timeout: Some(Duration::from_secs(5)),
