@@ -10,9 +10,7 @@
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
-use siphasher::sip::SipHasher24;
-
-use crate::tcp::FourTuple;
+use crate::tcp::{tuple_hasher, FourTuple};
 use crate::wire::SeqNum;
 
 /// MSS values a cookie can carry; a SYN's MSS is rounded down to one of them.
@@ -125,11 +123,7 @@ impl CookieJar {
     }
 
     fn hash(&self, tuple: &FourTuple, peer_isn: SeqNum, counter: u32) -> u32 {
-        let mut hasher = SipHasher24::new_with_key(&self.key);
-        hasher.write(&tuple.local.ip().octets());
-        hasher.write(&tuple.local.port().to_be_bytes());
-        hasher.write(&tuple.remote.ip().octets());
-        hasher.write(&tuple.remote.port().to_be_bytes());
+        let mut hasher = tuple_hasher(&self.key, tuple);
         hasher.write(&peer_isn.0.to_be_bytes());
         hasher.write(&counter.to_be_bytes());
         hasher.finish() as u32

@@ -48,13 +48,19 @@ impl IsnGenerator {
     }
 
     fn hash(&self, tuple: &FourTuple) -> u32 {
-        let mut hasher = SipHasher24::new_with_key(&self.key);
-        hasher.write(&tuple.local.ip().octets());
-        hasher.write(&tuple.local.port().to_be_bytes());
-        hasher.write(&tuple.remote.ip().octets());
-        hasher.write(&tuple.remote.port().to_be_bytes());
-        hasher.finish() as u32
+        tuple_hasher(&self.key, tuple).finish() as u32
     }
+}
+
+/// SipHash-2-4 keyed by `key`, fed the 4-tuple in network byte order: the F of RFC 6528, and
+/// the start of a SYN cookie's hash (RFC 4987 §3.6).
+pub(crate) fn tuple_hasher(key: &[u8; 16], tuple: &FourTuple) -> SipHasher24 {
+    let mut hasher = SipHasher24::new_with_key(key);
+    hasher.write(&tuple.local.ip().octets());
+    hasher.write(&tuple.local.port().to_be_bytes());
+    hasher.write(&tuple.remote.ip().octets());
+    hasher.write(&tuple.remote.port().to_be_bytes());
+    hasher
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ use crate::wire::{SeqNum, TcpFlags, TcpHeader};
 
 pub use congestion::{CongestionControl, NewReno};
 pub use connection::{Connection, ConnectionStats};
+pub(crate) use isn::tuple_hasher;
 pub use isn::IsnGenerator;
 pub use time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
 pub use timestamps::TimestampClock;
