@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::time::Duration;
 
 use runtime_support::*;
-use tcpstack::io::memory::LinkConfig;
+use tcpstack::io::memory::{self, LinkConfig};
 use tcpstack::runtime::{TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -378,4 +378,84 @@ async fn a_dropped_listener_frees_its_port() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ConnectionRefused);
     TcpListener::bind(&server, server_addr(80)).unwrap();
+}
+
+/// A backend that records when it is dropped (the moment a real one detaches its XDP program
+/// or removes its iptables rules).
+struct DropRecorder<B> {
+    inner: B,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<B: tcpstack::io::Backend> tcpstack::io::Backend for DropRecorder<B> {
+    fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, sink)
+    }
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.inner.send(frame)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn stats(&self) -> tcpstack::io::BackendStats {
+        self.inner.stats()
+    }
+}
+
+impl<B> Drop for DropRecorder<B> {
+    fn drop(&mut self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `shutdown` closes the backend before it returns, although a task (a control socket's, say)
+/// still holds a clone of the stack and a connection is still held: what the backend installed
+/// goes on the caller's path, not whenever the runtime drops that task. Its counters survive.
+#[tokio::test]
+async fn shutdown_closes_the_backend_before_returning_whoever_holds_the_stack() {
+    let (a, b) = memory::link(LinkConfig::default());
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = tcpstack::runtime::Stack::builder()
+        .backend(DropRecorder {
+            inner: a,
+            dropped: dropped.clone(),
+        })
+        .address(SERVER_IP)
+        .seed(1)
+        .build()
+        .unwrap();
+    let client = tcpstack::runtime::Stack::builder()
+        .backend(b)
+        .address(CLIENT_IP)
+        .seed(2)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind(&server, server_addr(80)).unwrap();
+    let held = server.clone();
+    let holder = tokio::spawn(async move {
+        let _held = held;
+        std::future::pending::<()>().await
+    });
+    let observer = server.clone();
+    within(20, async {
+        let mut stream = TcpStream::connect(&client, server_addr(80)).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        server.shutdown(Duration::from_secs(1)).await;
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the backend outlived shutdown"
+        );
+        assert!(observer.backend_stats().rx_frames >= 3, "counters kept");
+        let error = TcpListener::bind(&observer, server_addr(81)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::NotConnected);
+        drop(accepted);
+    })
+    .await;
+    holder.abort();
 }
