@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpstack::runtime::TcpStream;
+use tcpstack::runtime::{Stack, TcpStream};
 use tokio::io::AsyncWriteExt;
 
 use crate::{link, ConnectArgs};
@@ -16,7 +16,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let link = link::open(&args.link, None)?;
-    let stream = match TcpStream::connect(&link.stack, args.remote).await {
+    let outcome = talk(&link.stack, &args).await;
+    // Whatever happened, the backend closes (iptables rules removed) before `run` returns.
+    link.stack.shutdown(CLOSE_GRACE).await;
+    outcome
+}
+
+async fn talk(stack: &Stack, args: &ConnectArgs) -> anyhow::Result<ExitCode> {
+    let stream = match TcpStream::connect(stack, args.remote).await {
         Ok(stream) => stream,
         Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
             eprintln!("tcpstack: connection refused by {}", args.remote);
@@ -40,8 +47,6 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // The peer closed: stdin no longer matters (tokio's stdin reader cannot be interrupted, so
     // the task is left behind rather than awaited).
     upload.abort();
-    drop(from_peer);
-    link.stack.shutdown(CLOSE_GRACE).await;
     match download {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) if error.kind() == ErrorKind::ConnectionReset => {

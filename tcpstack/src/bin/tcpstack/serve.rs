@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tcpstack::runtime::control::{self, ControlError, ControlServer};
 use tcpstack::runtime::{Stack, TcpListener};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::{link, ServeArgs};
 
@@ -16,12 +17,48 @@ use crate::{link, ServeArgs};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before anything is installed: from here on SIGINT and SIGTERM end the server through the
+    // path below, never through the default action that would leave the XDP program or the
+    // iptables rules behind.
+    let mut signals = ShutdownSignals::install()?;
     let link = link::open(&args.link, Some(args.port))?;
+    let ending = serve_until_stopped(&link, &args, &mut signals).await;
+    // Every way out after the link opened comes through here: the connections close, and the
+    // backend is closed (XDP detached, iptables rules removed) before `run` returns.
+    let stack = link.stack.clone();
+    link.stack.shutdown(SHUTDOWN_GRACE).await;
+    let ending = ending?;
+    eprintln!("{}", summary(&stack));
+    eprintln!("{}", handshake_line(&stack));
+    if let Some(path) = &args.stats_json {
+        write_stats_json(&stack, path)?;
+    }
+    match ending {
+        Ending::AppStopped(Err(error)) => Err(error).context("the app stopped"),
+        Ending::AppStopped(Ok(())) | Ending::Signal => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Why serving ended.
+enum Ending {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The app returned on its own.
+    AppStopped(std::io::Result<()>),
+}
+
+/// Listens, announces it, and serves until a signal or the app's end. The app and the control
+/// socket are gone when this returns; the stack is left to the caller to shut down.
+async fn serve_until_stopped(
+    link: &link::Link,
+    args: &ServeArgs,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<Ending> {
     let local = SocketAddrV4::new(link.addr, args.port);
     let listener = TcpListener::bind(&link.stack, local).with_context(|| {
         format!("cannot listen on {local} (is another tcpstack serving that port?)")
     })?;
-    let _control = control_socket(&link.stack, &args)?;
+    let _control = control_socket(&link.stack, args)?;
     // The port is reserved on the link now: announce it, and nothing else on stdout.
     {
         let mut stdout = std::io::stdout().lock();
@@ -41,29 +78,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.stats_json.clone(),
         ))
     });
-
-    let outcome = tokio::select! {
-        served = args.app.serve(listener) => Some(served),
-        signal = shutdown_signal() => {
-            signal?;
-            None
-        }
+    let ending = tokio::select! {
+        served = args.app.serve(listener) => Ending::AppStopped(served),
+        () = signals.recv() => Ending::Signal,
     };
     // Leaving the select dropped the app: its connections are closing gracefully.
     if let Some(task) = stats_printer {
         task.abort();
     }
-    let stack = link.stack.clone();
-    link.stack.shutdown(SHUTDOWN_GRACE).await;
-    let summary = summary(&stack);
-    eprintln!("{summary}");
-    eprintln!("{}", handshake_line(&stack));
-    if let Some(path) = &args.stats_json {
-        write_stats_json(&stack, path)?;
+    Ok(ending)
+}
+
+/// SIGINT and SIGTERM, caught from the moment this value exists: tokio installs a handler when
+/// the `Signal` is created (`tokio::signal::ctrl_c` only at its first poll, too late for a
+/// signal sent right after the `listening on` line).
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())
+                .context("cannot install the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate())
+                .context("cannot install the SIGTERM handler")?,
+        })
     }
-    match outcome {
-        Some(Err(error)) => Err(error).context("the app stopped"),
-        _ => Ok(ExitCode::SUCCESS),
+
+    /// The next SIGINT or SIGTERM (one that arrived before the call counts).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -82,16 +131,6 @@ fn control_socket(stack: &Stack, args: &ServeArgs) -> anyhow::Result<Option<Cont
             Ok(None)
         }
         Err(error) => Err(error.into()),
-    }
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot install the SIGINT handler"),
-        _ = terminate.recv() => Ok(()),
     }
 }
 
