@@ -389,6 +389,34 @@ impl Lab {
         Ok(Capture { process, file })
     }
 
+    /// Whether an XDP program is attached to A's interface (`ip -d link` shows it).
+    pub fn xdp_attached(&self) -> Result<bool> {
+        let link = self.exec_in(
+            &self.spec.ns_a,
+            &["ip", "-d", "link", "show", &self.spec.if_a],
+        )?;
+        Ok(link.contains("xdp"))
+    }
+
+    /// What a tcpstack of namespace A installed and did not take away: its iptables rules
+    /// dropping the kernel's RSTs, an XDP program on A's interface. Empty once it is gone.
+    pub fn tcpstack_leftovers(&self) -> Result<Vec<String>> {
+        let mut left: Vec<String> = rst_drop_rules(&self.spec.ns_a)?
+            .into_iter()
+            .map(|(table, rule)| format!("iptables -t {table} {rule}"))
+            .collect();
+        if self.xdp_attached()? {
+            left.push(format!("an XDP program on {}", self.spec.if_a));
+        }
+        Ok(left)
+    }
+
+    /// A command line run in namespace `ns`, to be started by the caller (for its exit status
+    /// and output whatever they are).
+    pub fn command_in(&self, ns: &str, args: &[&str]) -> Command {
+        ns_command(ns, args)
+    }
+
     /// The processes running in both namespaces, then the namespaces themselves.
     fn remove(&self) -> Result<()> {
         let mut errors = Vec::new();
@@ -795,6 +823,11 @@ impl Server {
     /// Sends SIGINT and returns at once (the server closes its connections and exits).
     pub fn interrupt(&self) {
         self.process.signal(libc::SIGINT);
+    }
+
+    /// Sends SIGTERM (what `kill` and service managers send) and returns at once.
+    pub fn terminate(&self) {
+        self.process.signal(libc::SIGTERM);
     }
 
     /// Waits for the server to exit (15 s at most); the exit status and everything it printed.
