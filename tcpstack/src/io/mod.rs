@@ -9,7 +9,7 @@ pub mod netlink;
 pub mod raw;
 pub mod xdp;
 
-pub use error::IoError;
+pub use error::{require_root, IoError};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
