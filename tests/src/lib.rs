@@ -476,6 +476,43 @@ pub fn require_tcpstack_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// A tcpstack binary built without its XDP program, as plain `cargo build` makes one in a
+/// checkout where `cargo xtask build` never ran: `$TCPSTACK_BIN_WITHOUT_EBPF`, else a debug
+/// build in `target/no-ebpf` made on first use with `TCPSTACK_EBPF_OBJECT=/dev/null` (an
+/// empty object). The workspace's own debug binary will not do: `tcpstack/build.rs` embeds
+/// the object that `cargo xtask build` leaves in `tcpstack-ebpf/target` whenever it exists.
+pub fn tcpstack_bin_without_ebpf() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TCPSTACK_BIN_WITHOUT_EBPF") {
+        return Ok(PathBuf::from(path));
+    }
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = &*built {
+        return Ok(path.clone());
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = workspace.join("target/no-ebpf");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building tcpstack without its eBPF object in {} (once)",
+        target.display()
+    );
+    run(Command::new(cargo)
+        .current_dir(&workspace)
+        .env("TCPSTACK_EBPF_OBJECT", "/dev/null")
+        .args([
+            "build", "--locked", "-q", "-p", "tcpstack", "--bin", "tcpstack",
+        ])
+        .arg("--target-dir")
+        .arg(&target))
+    .context("building tcpstack without its eBPF object")?;
+    let path = target.join("debug/tcpstack");
+    *built = Some(path.clone());
+    Ok(path)
+}
+
 fn ns_command(ns: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).args(args);
