@@ -173,7 +173,8 @@ fn abort_by_peer(backend: Backend) -> Result<()> {
     echo_and_close(&again, &pattern(100_000, 15))
 }
 
-/// tcpstack resets a connection it does not know. The server dies (SIGKILL: no FIN, no RST)
+/// tcpstack resets a connection it does not know (its own abort of a live one is
+/// `client.rs`'s `connect_abort_resets_the_kernel_peer`). The server dies (SIGKILL: no FIN, no RST)
 /// and a new one starts on the port; in raw mode the dead server's iptables rule is removed
 /// first, as after any crash (a new server refuses the port while it exists). When the peer
 /// then sends on the old connection, the new server answers from LISTEN with

@@ -1,5 +1,6 @@
 //! `tcpstack connect ADDR:PORT`: like `nc`. Stdin goes to the connection and the connection to
-//! stdout; stdin's EOF half-closes, and the command ends when the peer closes.
+//! stdout; stdin's EOF half-closes (or, with `--abort-at-eof`, aborts), and the command ends
+//! when the peer closes.
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
@@ -34,9 +35,15 @@ async fn talk(stack: &Stack, args: &ConnectArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let (mut from_peer, mut to_peer) = stream.into_split();
+    let abort_at_eof = args.abort_at_eof;
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let copied = tokio::io::copy(&mut stdin, &mut to_peer).await;
+        if abort_at_eof {
+            // RST; the read half then sees the connection end.
+            to_peer.abort();
+            return copied.map(drop);
+        }
         // EOF on stdin: FIN, and keep reading.
         let closed = to_peer.shutdown().await;
         copied.and(closed)
