@@ -296,6 +296,66 @@ impl Lab {
         Ok(stream)
     }
 
+    /// Like [`Lab::peer_connect`], with the socket's receive buffer set to `bytes` before the
+    /// handshake (SO_RCVBUF, which the kernel doubles), so the window it offers stays small
+    /// and a peer that does not read soon stops the other side's sending.
+    pub fn peer_connect_with_receive_buffer(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        bytes: libc::c_int,
+    ) -> Result<TcpStream> {
+        use std::os::fd::FromRawFd;
+        let target = SocketAddrV4::new(addr, port);
+        let stream = in_netns(&self.spec.ns_b, move || -> io::Result<TcpStream> {
+            // SAFETY: plain socket(2); the descriptor is owned by the TcpStream right away.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+            let stream = unsafe { TcpStream::from_raw_fd(fd) };
+            // SAFETY: `bytes` outlives the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let sockaddr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(addr.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr is a valid sockaddr_in of the given length.
+            let rc = unsafe {
+                libc::connect(
+                    fd,
+                    (&sockaddr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stream)
+        })?
+        .with_context(|| format!("connecting from {} to {target}", self.spec.ns_b))?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    }
+
     /// A kernel TCP listener in namespace B on the peer's address.
     pub fn peer_listen(&self, port: u16) -> Result<TcpListener> {
         let addr = SocketAddrV4::new(self.spec.addr_b, port);
