@@ -52,6 +52,12 @@ pub trait Backend: Send + 'static {
     fn stats(&self) -> BackendStats {
         BackendStats::default()
     }
+
+    /// Each AF_XDP socket's rings and kernel drop counters, by queue; empty for backends
+    /// without rings.
+    fn ring_stats(&self) -> Vec<xdp::RingStats> {
+        Vec::new()
+    }
 }
 
 /// What a backend has moved and lost. Counters a backend does not have stay zero.

@@ -179,6 +179,11 @@ impl Stack {
         self.inner.shared.lock().backend.stats()
     }
 
+    /// The link's AF_XDP rings, by queue (empty for other backends).
+    pub fn ring_stats(&self) -> Vec<crate::io::xdp::RingStats> {
+        self.inner.shared.lock().backend.ring_stats()
+    }
+
     /// Runs `f` on the endpoint under the stack's lock (for its counters, say). Keep it short:
     /// every connection waits meanwhile.
     pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> R {
@@ -330,6 +335,7 @@ impl Shared {
             let mut state = self.lock();
             let closed = ClosedBackend {
                 stats: state.backend.stats(),
+                rings: state.backend.ring_stats(),
             };
             std::mem::replace(&mut state.backend, Box::new(closed))
         };
@@ -353,6 +359,7 @@ impl Shared {
 /// refuses new reservations, and reports the counters the backend had at the end.
 struct ClosedBackend {
     stats: BackendStats,
+    rings: Vec<crate::io::xdp::RingStats>,
 }
 
 impl Backend for ClosedBackend {
@@ -378,6 +385,10 @@ impl Backend for ClosedBackend {
 
     fn stats(&self) -> BackendStats {
         self.stats
+    }
+
+    fn ring_stats(&self) -> Vec<crate::io::xdp::RingStats> {
+        self.rings.clone()
     }
 }
 

@@ -29,6 +29,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     link.stack.shutdown(SHUTDOWN_GRACE).await;
     let ending = ending?;
     eprintln!("{}", summary(&stack));
+    for line in queue_lines(&stack) {
+        eprintln!("{line}");
+    }
     eprintln!("{}", handshake_line(&stack));
     if let Some(path) = &args.stats_json {
         write_stats_json(&stack, path)?;
@@ -140,6 +143,9 @@ async fn print_stats_every(stack: Stack, secs: u64, json: Option<PathBuf>) {
     loop {
         ticks.tick().await;
         eprintln!("{}", summary(&stack));
+        for line in queue_lines(&stack) {
+            eprintln!("{line}");
+        }
         eprintln!("{}", handshake_line(&stack));
         if let Some(path) = &json {
             if let Err(error) = write_stats_json(&stack, path) {
@@ -147,6 +153,38 @@ async fn print_stats_every(stack: Stack, secs: u64, json: Option<PathBuf>) {
             }
         }
     }
+}
+
+/// One line per AF_XDP socket (none for the raw backend): its mode, what it moved, how full
+/// its rings are and what the kernel dropped (XDP_STATISTICS).
+fn queue_lines(stack: &Stack) -> Vec<String> {
+    stack
+        .ring_stats()
+        .iter()
+        .map(|q| {
+            format!(
+                "tcpstack xdp queue {} ({} mode): {} frames in and {} out; rings hold rx {}, \
+                 fill {}, tx {}, completion {}; the kernel dropped {} (rx ring full {}, other \
+                 {}), found the fill ring empty {} times and the tx ring empty {}, and saw {} \
+                 invalid rx and {} invalid tx descriptors.",
+                q.queue,
+                if q.zero_copy { "zero-copy" } else { "copy" },
+                q.rx_frames,
+                q.tx_frames,
+                q.rx_ring_level,
+                q.fill_ring_level,
+                q.tx_ring_level,
+                q.completion_ring_level,
+                q.rx_ring_full + q.rx_dropped,
+                q.rx_ring_full,
+                q.rx_dropped,
+                q.fill_ring_empty,
+                q.tx_ring_empty,
+                q.rx_invalid_descs,
+                q.tx_invalid_descs,
+            )
+        })
+        .collect()
 }
 
 /// `handshakes (SYN received → ESTABLISHED): count 12  p50 85µs  p90 …  max 4.10ms`.
