@@ -449,6 +449,49 @@ impl Lab {
         Ok(Capture { process, file })
     }
 
+    /// Replaces the lab's veth pair with one of `queues` receive and transmit queues each way
+    /// (addresses, links and offloads as [`Lab::create`] sets them). Not for a lossy lab,
+    /// whose veths end at its bridge.
+    pub fn multiqueue_veth(&self, queues: u32) -> Result<()> {
+        let s = &self.spec;
+        if s.ns_link.is_some() {
+            bail!("multiqueue_veth replaces a direct veth pair; this lab's link runs through a bridge");
+        }
+        let q = queues.to_string();
+        self.exec_in(&s.ns_a, &["ip", "link", "del", &s.if_a])?;
+        self.exec_in(
+            &s.ns_a,
+            &[
+                "ip",
+                "link",
+                "add",
+                &s.if_a,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &s.if_b,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                &s.ns_b,
+            ],
+        )?;
+        for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
+            let cidr = format!("{addr}/{}", s.prefix_len);
+            self.exec_in(ns, &["ip", "addr", "add", &cidr, "dev", iface])?;
+            self.exec_in(ns, &["ip", "link", "set", iface, "up"])?;
+            self.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
+        }
+        Ok(())
+    }
+
     /// Whether an XDP program is attached to A's interface (`ip -d link` shows it).
     pub fn xdp_attached(&self) -> Result<bool> {
         let link = self.exec_in(

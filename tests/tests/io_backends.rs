@@ -625,44 +625,6 @@ fn xdp_program_parses_ipv4_options_and_leaves_fragments_vlan_and_runts_to_the_ke
     lab.destroy()
 }
 
-/// Replaces the lab's veth pair with one of `queues` queues per direction.
-fn multiqueue_veth(lab: &Lab, queues: u32) -> Result<()> {
-    let s = &lab.spec;
-    let q = queues.to_string();
-    lab.exec_in(&s.ns_a, &["ip", "link", "del", &s.if_a])?;
-    lab.exec_in(
-        &s.ns_a,
-        &[
-            "ip",
-            "link",
-            "add",
-            &s.if_a,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &s.if_b,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            &s.ns_b,
-        ],
-    )?;
-    for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
-        let cidr = format!("{addr}/{}", s.prefix_len);
-        lab.exec_in(ns, &["ip", "addr", "add", &cidr, "dev", iface])?;
-        lab.exec_in(ns, &["ip", "link", "set", iface, "up"])?;
-        lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
-    }
-    Ok(())
-}
-
 #[test]
 #[ignore = "needs root and network namespaces: run cargo xtask test"]
 fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
@@ -672,7 +634,7 @@ fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
     const QUEUES: u32 = 4;
     const FLOWS: usize = 32;
     let lab = Lab::new()?;
-    multiqueue_veth(&lab, QUEUES)?;
+    lab.multiqueue_veth(QUEUES)?;
     let iface = lab.spec.if_a.clone();
     let addr_a = lab.addr_a();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
