@@ -7,8 +7,9 @@
 //! registers its sockets in [`XSKS`] before it announces readiness.
 //!
 //! Only untagged Ethernet II frames carrying unfragmented IPv4/TCP are parsed; VLAN-tagged
-//! frames and IPv4 fragments go to the kernel whole, never half-parsed. The map layouts are
-//! mirrored in `tcpstack/src/io/xdp/maps.rs`: change both together.
+//! frames and IPv4 fragments go to the kernel whole, never half-parsed. The map layouts
+//! (`EndpointKey`, `PortRange`, the map names and the counter indices) are mirrored in
+//! `tcpstack/src/io/xdp/program.rs`: change both together.
 
 #![no_std]
 #![no_main]

@@ -263,14 +263,27 @@ async fn binding_the_same_address_twice_fails() {
     assert_eq!(error.kind(), ErrorKind::AddrInUse);
 }
 
-/// One end of a memory link whose `reserve` fails while `refuse` is set, as steering a port
-/// can fail on a real link (a full XDP map, a missing iptables).
-struct RefusingReserve {
+/// One end of a memory link that shows what a real link does around the stack: its `reserve`
+/// fails while `refuse_reserve` is set (a full XDP map, a missing iptables), and `dropped` is
+/// set when it is dropped (the moment a real one detaches its XDP program or removes its
+/// iptables rules).
+struct ProbedLink {
     link: memory::MemoryBackend,
-    refuse: Arc<AtomicBool>,
+    refuse_reserve: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
 }
 
-impl Backend for RefusingReserve {
+impl ProbedLink {
+    fn new(link: memory::MemoryBackend) -> Self {
+        ProbedLink {
+            link,
+            refuse_reserve: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+}
+
+impl Backend for ProbedLink {
     fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
@@ -288,7 +301,7 @@ impl Backend for RefusingReserve {
     }
 
     fn reserve(&mut self, endpoint: SocketAddrV4) -> std::io::Result<()> {
-        if self.refuse.load(Ordering::SeqCst) {
+        if self.refuse_reserve.load(Ordering::SeqCst) {
             return Err(std::io::Error::new(
                 ErrorKind::OutOfMemory,
                 "the reserved-endpoint map is full",
@@ -296,17 +309,26 @@ impl Backend for RefusingReserve {
         }
         self.link.reserve(endpoint)
     }
+
+    fn stats(&self) -> tcpstack::io::BackendStats {
+        self.link.stats()
+    }
+}
+
+impl Drop for ProbedLink {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
 }
 
 #[tokio::test]
 async fn a_bind_the_link_refuses_leaves_nothing_listening() {
     let (a, b) = memory::pair();
-    let refuse = Arc::new(AtomicBool::new(true));
+    let link = ProbedLink::new(a);
+    let refuse = link.refuse_reserve.clone();
+    refuse.store(true, Ordering::SeqCst);
     let server = Stack::builder()
-        .backend(RefusingReserve {
-            link: a,
-            refuse: refuse.clone(),
-        })
+        .backend(link)
         .address(SERVER_IP)
         .build()
         .unwrap();
@@ -484,4 +506,49 @@ async fn readable_waits_for_data_and_for_the_fin() {
     stream.shutdown().await.unwrap();
     within(10, reader.readable()).await.unwrap();
     assert_eq!(reader.read(&mut byte).await.unwrap(), 0, "the FIN");
+}
+
+/// `shutdown` closes the backend before it returns, although a task (a control socket's, say)
+/// still holds a clone of the stack and a connection is still held: what the backend installed
+/// goes on the caller's path, not whenever the runtime drops that task. Its counters survive.
+#[tokio::test]
+async fn shutdown_closes_the_backend_before_returning_whoever_holds_the_stack() {
+    let (a, b) = memory::link(LinkConfig::default());
+    let link = ProbedLink::new(a);
+    let dropped = link.dropped.clone();
+    let server = Stack::builder()
+        .backend(link)
+        .address(SERVER_IP)
+        .seed(1)
+        .build()
+        .unwrap();
+    let client = Stack::builder()
+        .backend(b)
+        .address(CLIENT_IP)
+        .seed(2)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind(&server, server_addr(80)).unwrap();
+    let held = server.clone();
+    let holder = tokio::spawn(async move {
+        let _held = held;
+        std::future::pending::<()>().await
+    });
+    let observer = server.clone();
+    within(20, async {
+        let mut stream = TcpStream::connect(&client, server_addr(80)).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        server.shutdown(Duration::from_secs(1)).await;
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the backend outlived shutdown"
+        );
+        assert!(observer.backend_stats().rx_frames >= 3, "counters kept");
+        let error = TcpListener::bind(&observer, server_addr(81)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::NotConnected);
+        drop(accepted);
+    })
+    .await;
+    holder.abort();
 }

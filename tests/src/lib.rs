@@ -296,6 +296,66 @@ impl Lab {
         Ok(stream)
     }
 
+    /// Like [`Lab::peer_connect`], with the socket's receive buffer set to `bytes` before the
+    /// handshake (SO_RCVBUF, which the kernel doubles), so the window it offers stays small
+    /// and a peer that does not read soon stops the other side's sending.
+    pub fn peer_connect_with_receive_buffer(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        bytes: libc::c_int,
+    ) -> Result<TcpStream> {
+        use std::os::fd::FromRawFd;
+        let target = SocketAddrV4::new(addr, port);
+        let stream = in_netns(&self.spec.ns_b, move || -> io::Result<TcpStream> {
+            // SAFETY: plain socket(2); the descriptor is owned by the TcpStream right away.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+            let stream = unsafe { TcpStream::from_raw_fd(fd) };
+            // SAFETY: `bytes` outlives the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let sockaddr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(addr.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr is a valid sockaddr_in of the given length.
+            let rc = unsafe {
+                libc::connect(
+                    fd,
+                    (&sockaddr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stream)
+        })?
+        .with_context(|| format!("connecting from {} to {target}", self.spec.ns_b))?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    }
+
     /// A kernel TCP listener in namespace B on the peer's address.
     pub fn peer_listen(&self, port: u16) -> Result<TcpListener> {
         let addr = SocketAddrV4::new(self.spec.addr_b, port);
@@ -389,6 +449,77 @@ impl Lab {
         Ok(Capture { process, file })
     }
 
+    /// Replaces the lab's veth pair with one of `queues` receive and transmit queues each way
+    /// (addresses, links and offloads as [`Lab::create`] sets them). Not for a lossy lab,
+    /// whose veths end at its bridge.
+    pub fn multiqueue_veth(&self, queues: u32) -> Result<()> {
+        let s = &self.spec;
+        if s.ns_link.is_some() {
+            bail!("multiqueue_veth replaces a direct veth pair; this lab's link runs through a bridge");
+        }
+        let q = queues.to_string();
+        self.exec_in(&s.ns_a, &["ip", "link", "del", &s.if_a])?;
+        self.exec_in(
+            &s.ns_a,
+            &[
+                "ip",
+                "link",
+                "add",
+                &s.if_a,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &s.if_b,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                &s.ns_b,
+            ],
+        )?;
+        for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
+            let cidr = format!("{addr}/{}", s.prefix_len);
+            self.exec_in(ns, &["ip", "addr", "add", &cidr, "dev", iface])?;
+            self.exec_in(ns, &["ip", "link", "set", iface, "up"])?;
+            self.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
+        }
+        Ok(())
+    }
+
+    /// Whether an XDP program is attached to A's interface (`ip -d link` shows it).
+    pub fn xdp_attached(&self) -> Result<bool> {
+        let link = self.exec_in(
+            &self.spec.ns_a,
+            &["ip", "-d", "link", "show", &self.spec.if_a],
+        )?;
+        Ok(link.contains("xdp"))
+    }
+
+    /// What a tcpstack of namespace A installed and did not take away: its iptables rules
+    /// dropping the kernel's RSTs, an XDP program on A's interface. Empty once it is gone.
+    pub fn tcpstack_leftovers(&self) -> Result<Vec<String>> {
+        let mut left: Vec<String> = rst_drop_rules(&self.spec.ns_a)?
+            .into_iter()
+            .map(|(table, rule)| format!("iptables -t {table} {rule}"))
+            .collect();
+        if self.xdp_attached()? {
+            left.push(format!("an XDP program on {}", self.spec.if_a));
+        }
+        Ok(left)
+    }
+
+    /// A command line run in namespace `ns`, to be started by the caller (for its exit status
+    /// and output whatever they are).
+    pub fn command_in(&self, ns: &str, args: &[&str]) -> Command {
+        ns_command(ns, args)
+    }
+
     /// The processes running in both namespaces, then the namespaces themselves.
     fn remove(&self) -> Result<()> {
         let mut errors = Vec::new();
@@ -446,6 +577,43 @@ pub fn require_tcpstack_bin() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// A tcpstack binary built without its XDP program, as plain `cargo build` makes one in a
+/// checkout where `cargo xtask build` never ran: `$TCPSTACK_BIN_WITHOUT_EBPF`, else a debug
+/// build in `target/no-ebpf` made on first use with `TCPSTACK_EBPF_OBJECT=/dev/null` (an
+/// empty object). The workspace's own debug binary will not do: `tcpstack/build.rs` embeds
+/// the object that `cargo xtask build` leaves in `tcpstack-ebpf/target` whenever it exists.
+pub fn tcpstack_bin_without_ebpf() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TCPSTACK_BIN_WITHOUT_EBPF") {
+        return Ok(PathBuf::from(path));
+    }
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = &*built {
+        return Ok(path.clone());
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = workspace.join("target/no-ebpf");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building tcpstack without its eBPF object in {} (once)",
+        target.display()
+    );
+    run(Command::new(cargo)
+        .current_dir(&workspace)
+        .env("TCPSTACK_EBPF_OBJECT", "/dev/null")
+        .args([
+            "build", "--locked", "-q", "-p", "tcpstack", "--bin", "tcpstack",
+        ])
+        .arg("--target-dir")
+        .arg(&target))
+    .context("building tcpstack without its eBPF object")?;
+    let path = target.join("debug/tcpstack");
+    *built = Some(path.clone());
+    Ok(path)
 }
 
 fn ns_command(ns: &str, args: &[&str]) -> Command {
@@ -795,6 +963,11 @@ impl Server {
     /// Sends SIGINT and returns at once (the server closes its connections and exits).
     pub fn interrupt(&self) {
         self.process.signal(libc::SIGINT);
+    }
+
+    /// Sends SIGTERM (what `kill` and service managers send) and returns at once.
+    pub fn terminate(&self) {
+        self.process.signal(libc::SIGTERM);
     }
 
     /// Waits for the server to exit (15 s at most); the exit status and everything it printed.

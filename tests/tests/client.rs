@@ -12,14 +12,27 @@ backend_tests!(
     connect_transfers_and_closes,
     connect_to_a_closed_port_is_refused,
     connect_reset_by_the_peer_fails,
+    connect_abort_resets_the_kernel_peer,
 );
 
 const PORT: u16 = 9000;
 
 /// Runs `tcpstack connect` in namespace A with stdin from `input`, stdout into `output`.
 fn connect(lab: &Lab, backend: Backend, port: u16, input: &str, output: &str) -> Result<Process> {
+    connect_with(lab, backend, port, input, output, "")
+}
+
+/// [`connect`] with more options (`extra`, as the shell reads them).
+fn connect_with(
+    lab: &Lab,
+    backend: Backend,
+    port: u16,
+    input: &str,
+    output: &str,
+    extra: &str,
+) -> Result<Process> {
     let script = format!(
-        "exec {} connect {}:{port} --iface {} --backend {backend} < {input} > {output}",
+        "exec {} connect {}:{port} --iface {} --backend {backend} {extra} < {input} > {output}",
         require_tcpstack_bin()?.display(),
         lab.addr_b(),
         lab.spec.if_a
@@ -134,5 +147,69 @@ fn connect_reset_by_the_peer_fails(backend: Backend) -> Result<()> {
             client.transcript()
         );
     }
+    Ok(())
+}
+
+/// Our side aborts an established connection: `connect --abort-at-eof` reads stdin from a
+/// FIFO, so the kernel has read what came through it before the test closes it; at that EOF
+/// tcpstack sends RST, and the kernel's next read fails with ECONNRESET (a FIN would read as
+/// a clean end of stream). `connect` itself exits 0: the abort was asked for.
+fn connect_abort_resets_the_kernel_peer(backend: Backend) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lab = Lab::new()?;
+    let listener = lab.peer_listen(PORT)?;
+    let fifo = lab.dir.join("stdin");
+    run(std::process::Command::new("mkfifo").arg(&fifo))?;
+    let mut client = connect_with(
+        &lab,
+        backend,
+        PORT,
+        &fifo.to_string_lossy(),
+        "/dev/null",
+        "--abort-at-eof",
+    )?;
+    // Non-blocking, so that a client that never opens its end fails the test, not hangs it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stdin = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(file) => break file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                if let Some(status) = client.try_wait()? {
+                    bail!(
+                        "tcpstack connect exited ({status})\n{}",
+                        client.transcript()
+                    );
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("opening the FIFO for writing"),
+        }
+    };
+    stdin.write_all(b"hello")?;
+    let mut stream = accept_one(&listener, &mut client, Duration::from_secs(20))
+        .with_context(|| client.transcript())?;
+    let mut hello = [0u8; 5];
+    stream
+        .read_exact(&mut hello)
+        .with_context(|| client.transcript())?;
+    ensure!(&hello == b"hello", "the kernel read {hello:?}");
+    drop(stdin);
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => bail!("expected ECONNRESET, got {e}\n{}", client.transcript()),
+        Ok(0) => bail!("a clean end of stream (FIN), not a reset"),
+        Ok(n) => bail!("{n} unexpected bytes"),
+    }
+    let status = client.wait_timeout(Duration::from_secs(20))?;
+    ensure!(
+        status.success(),
+        "tcpstack connect exited with {status} after the abort it was asked for\n{}",
+        client.transcript()
+    );
     Ok(())
 }

@@ -625,44 +625,6 @@ fn xdp_program_parses_ipv4_options_and_leaves_fragments_vlan_and_runts_to_the_ke
     lab.destroy()
 }
 
-/// Replaces the lab's veth pair with one of `queues` queues per direction.
-fn multiqueue_veth(lab: &Lab, queues: u32) -> Result<()> {
-    let s = &lab.spec;
-    let q = queues.to_string();
-    lab.exec_in(&s.ns_a, &["ip", "link", "del", &s.if_a])?;
-    lab.exec_in(
-        &s.ns_a,
-        &[
-            "ip",
-            "link",
-            "add",
-            &s.if_a,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &s.if_b,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            &s.ns_b,
-        ],
-    )?;
-    for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
-        let cidr = format!("{addr}/{}", s.prefix_len);
-        lab.exec_in(ns, &["ip", "addr", "add", &cidr, "dev", iface])?;
-        lab.exec_in(ns, &["ip", "link", "set", iface, "up"])?;
-        lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
-    }
-    Ok(())
-}
-
 #[test]
 #[ignore = "needs root and network namespaces: run cargo xtask test"]
 fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
@@ -672,7 +634,7 @@ fn xdp_backend_opens_one_socket_per_queue_and_serves_them_all() -> Result<()> {
     const QUEUES: u32 = 4;
     const FLOWS: usize = 32;
     let lab = Lab::new()?;
-    multiqueue_veth(&lab, QUEUES)?;
+    lab.multiqueue_veth(QUEUES)?;
     let iface = lab.spec.if_a.clone();
     let addr_a = lab.addr_a();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
@@ -1130,5 +1092,51 @@ fn released_ports_go_back_to_the_kernel() -> Result<()> {
         );
         Ok(())
     })?;
+    lab.destroy()
+}
+
+/// A panic while a stack runs on the raw backend (a bug in some task) unwinds through the
+/// stack's owner, and the backend's guard removes both iptables rules (the active-open range's
+/// and the listener's) on the way: the kernel's RSTs are not left dropped for ports nobody
+/// serves any more.
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn a_panic_with_the_raw_backend_open_still_removes_its_rules() -> Result<()> {
+    let lab = Lab::new()?;
+    let iface = lab.spec.if_a.clone();
+    let ns_a = lab.ns_a().to_owned();
+    let addr_a = lab.addr_a();
+    let installed = std::sync::Mutex::new(Vec::new());
+    let unwound = in_netns(lab.ns_a(), || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let backend = RawBackend::new(RawConfig::new(iface)).expect("the raw backend");
+                let stack = tcpstack::runtime::Stack::builder()
+                    .backend(backend)
+                    .address(addr_a)
+                    .build()
+                    .expect("a stack");
+                let _listener =
+                    tcpstack::runtime::TcpListener::bind(&stack, SocketAddrV4::new(addr_a, PORT))
+                        .expect("listens");
+                *installed.lock().expect("lock") =
+                    tcpstack_integration::rst_drop_rules(&ns_a).expect("iptables-save");
+                panic!("a deliberate panic with the raw backend open");
+            })
+        }))
+    })?;
+    assert!(unwound.is_err(), "the closure panicked");
+    let installed = installed.into_inner()?;
+    assert_eq!(
+        installed.len(),
+        2,
+        "the range's rule and the listener's were installed: {installed:?}"
+    );
+    let left = tcpstack_integration::rst_drop_rules(lab.ns_a())?;
+    assert!(left.is_empty(), "rules left after the panic: {left:?}");
     lab.destroy()
 }

@@ -26,11 +26,6 @@ fn echo_once(lab: &Lab, port: u16, len: usize, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn xdp_attached(lab: &Lab) -> Result<bool> {
-    let link = lab.exec_in(lab.ns_a(), &["ip", "-d", "link", "show", &lab.spec.if_a])?;
-    Ok(link.contains("xdp"))
-}
-
 /// In xdp mode the kernel of namespace A never sees a segment of the reserved port: its TCP
 /// input counter does not move and it sends no RST, while the capture on the peer's side
 /// shows whole connections without any RST. Stopping the server detaches the program.
@@ -39,7 +34,7 @@ fn xdp_attached(lab: &Lab) -> Result<bool> {
 fn xdp_kernel_never_sees_the_reserved_port() -> Result<()> {
     let lab = Lab::new()?;
     let server = echo_server(&lab, Backend::Xdp)?;
-    ensure!(xdp_attached(&lab)?, "no XDP program on {}", lab.spec.if_a);
+    ensure!(lab.xdp_attached()?, "no XDP program on {}", lab.spec.if_a);
     let before = kernel_tcp_counters(lab.ns_a())?;
     let capture = lab.capture(lab.ns_b(), &lab.spec.if_b, &format!("tcp port {ECHO_PORT}"))?;
     for seed in 0..3 {
@@ -65,7 +60,7 @@ fn xdp_kernel_never_sees_the_reserved_port() -> Result<()> {
     let out = server.stop()?;
     ensure!(out.status.success(), "serve exited with {}", out.status);
     ensure!(
-        !xdp_attached(&lab)?,
+        !lab.xdp_attached()?,
         "XDP program still attached after the server stopped"
     );
     Ok(())

@@ -1,5 +1,5 @@
 //! The user-facing tools (issue 4): `serve --pcap --stats-json --stats-interval` under stock
-//! iperf3 and curl clients, `tcpstack fetch` against a kernel `python3 -m http.server`, and
+//! iperf3, curl and wrk clients, `tcpstack fetch` against a kernel `python3 -m http.server`, and
 //! `tcpstack bench` (our stack as the client) against a kernel echo server.
 
 use std::path::Path;
@@ -18,6 +18,7 @@ backend_tests!(
     fetch_from_a_kernel_http_server,
     bench_rr_against_a_kernel_echo_server,
     ss_lists_a_kernel_peers_connection,
+    wrk_against_the_http_app,
 );
 
 const HTTP_PORT: u16 = 8080;
@@ -407,5 +408,49 @@ fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
         "ss without a server: {} {stderr}",
         gone.status
     );
+    Ok(())
+}
+
+/// The load `cargo xtask run` suggests: wrk with 32 connections on two threads (for two
+/// seconds, not five) against `serve --app http`. It must complete requests with no socket
+/// error (connect, read, write, timeout) and no response outside 2xx/3xx; the rate is the
+/// benchmark's business.
+fn wrk_against_the_http_app(backend: Backend) -> Result<()> {
+    let lab = Lab::new()?;
+    let server = lab.serve(backend, HTTP_PORT, &["--app", "http"])?;
+    let url = format!("http://{}:{HTTP_PORT}/", lab.addr_a());
+    // A generous timeout: a loaded CI machine may be slow, which is not an error here.
+    let report = lab.exec_in(
+        lab.ns_b(),
+        &[
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            "16",
+            "-d",
+            "2s",
+            "--timeout",
+            "10s",
+            &url,
+        ],
+    )?;
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.parse()))
+        .with_context(|| format!("no `requests in` line in wrk's report:\n{report}"))?
+        .with_context(|| format!("wrk's request count:\n{report}"))?;
+    ensure!(requests > 0, "wrk completed no request:\n{report}");
+    ensure!(
+        !report.contains("Socket errors"),
+        "wrk saw socket errors:\n{report}"
+    );
+    ensure!(
+        !report.contains("Non-2xx or 3xx responses"),
+        "wrk got error responses:\n{report}"
+    );
+    println!("{backend}: wrk completed {requests} requests without errors");
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
     Ok(())
 }

@@ -35,6 +35,7 @@ pub const RUN_PACKAGES: &[&str] = &[
     "netcat-openbsd",
     "iperf3",
     "curl",
+    "wrk",
 ];
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);

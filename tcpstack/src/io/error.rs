@@ -3,13 +3,25 @@ use std::io;
 /// Why a backend could not start. Each message is one sentence that says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    #[error("permission denied ({0}): run as root or with CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF")]
+    #[error(
+        "tcpstack needs root (it attaches XDP programs, opens raw sockets and changes iptables \
+         rules): run it as root, e.g. with sudo"
+    )]
+    NotRoot,
+    /// Refused although [`require_root`] passed: root without the capabilities it usually has.
+    #[error(
+        "permission denied ({0}) even as root: run tcpstack as root with CAP_NET_ADMIN, \
+         CAP_NET_RAW and CAP_BPF, which a container or a capability bounding set may withhold"
+    )]
     NotPermitted(&'static str),
     #[error("no such interface `{0}`: check the name with `ip link`")]
     NoSuchInterface(String),
     #[error("interface `{0}` has no IPv4 address: add one with `ip addr add` or pass --addr")]
     NoIpv4Address(String),
-    #[error("eBPF object missing: run `cargo xtask build`")]
+    #[error(
+        "this tcpstack was built without its XDP program (eBPF object missing): build it with \
+         `cargo xtask build`, or use --backend raw"
+    )]
     EbpfObjectMissing,
     #[error("the kernel rejected the XDP program ({0}): rebuild it with `cargo xtask build`")]
     EbpfLoad(String),
@@ -21,6 +33,11 @@ pub enum IoError {
         mode: &'static str,
         reason: String,
     },
+    #[error(
+        "the driver of `{0}` does not support native XDP: use --xdp-mode skb (generic XDP works \
+         on every interface) or leave --xdp-mode out"
+    )]
+    NativeXdpUnsupported(String),
     #[error(
         "another XDP program is attached to `{0}` (another tcpstack?): stop it, or detach it with \
          `ip link set dev {0} xdp off`"
@@ -56,6 +73,17 @@ pub enum IoError {
     },
 }
 
+/// Fails with [`IoError::NotRoot`] unless the process runs as root. Every backend needs root:
+/// the XDP program and its maps, AF_XDP and AF_PACKET sockets, and the iptables rules (run as a
+/// child process, which would not inherit capabilities without root).
+pub fn require_root() -> Result<(), IoError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(IoError::NotRoot);
+    }
+    Ok(())
+}
+
 impl IoError {
     /// An OS error, reported as [`IoError::NotPermitted`] when that is what it is.
     pub(crate) fn os(context: &'static str, source: io::Error) -> IoError {
@@ -75,7 +103,7 @@ impl From<IoError> for io::Error {
     fn from(error: IoError) -> io::Error {
         let kind = match &error {
             IoError::Os { source, .. } => source.kind(),
-            IoError::NotPermitted(_) => io::ErrorKind::PermissionDenied,
+            IoError::NotRoot | IoError::NotPermitted(_) => io::ErrorKind::PermissionDenied,
             IoError::NoSuchInterface(_) | IoError::EbpfObjectMissing => io::ErrorKind::NotFound,
             _ => io::ErrorKind::Other,
         };

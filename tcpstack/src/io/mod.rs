@@ -9,7 +9,7 @@ pub mod netlink;
 pub mod raw;
 pub mod xdp;
 
-pub use error::IoError;
+pub use error::{require_root, IoError};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -51,6 +51,12 @@ pub trait Backend: Send + 'static {
     /// Counters for the statistics line and the summary.
     fn stats(&self) -> BackendStats {
         BackendStats::default()
+    }
+
+    /// Each AF_XDP socket's rings and kernel drop counters, by queue; empty for backends
+    /// without rings.
+    fn ring_stats(&self) -> Vec<xdp::RingStats> {
+        Vec::new()
     }
 }
 

@@ -219,6 +219,11 @@ impl Stack {
         self.inner.shared.lock().backend.stats()
     }
 
+    /// The link's AF_XDP rings, by queue (empty for other backends).
+    pub fn ring_stats(&self) -> Vec<crate::io::xdp::RingStats> {
+        self.inner.shared.lock().backend.ring_stats()
+    }
+
     /// Runs `f` on the endpoint under the stack's lock (for its counters, say). Keep it short:
     /// every connection waits meanwhile.
     pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> R {
@@ -231,8 +236,11 @@ impl Stack {
     }
 
     /// Graceful shutdown: starts closing every connection (FIN after the buffered data), waits
-    /// up to `grace` for them to finish, aborts what is left with RST, and stops the driver
-    /// once those segments are sent.
+    /// up to `grace` for them to finish, aborts what is left with RST, stops the driver once
+    /// those segments are sent, and then closes the backend (detaching its XDP program,
+    /// removing its iptables rules) before returning, whoever still holds a clone of the stack
+    /// or one of its streams: a task that the runtime drops only as it shuts down must not be
+    /// what takes the link down. The backend's counters stay readable afterwards.
     pub async fn shutdown(self, grace: Duration) {
         let shared = self.inner.shared.clone();
         {
@@ -279,6 +287,7 @@ impl Stack {
         shared.kick_always();
         drop(self);
         done.notified_or_done().await;
+        shared.close_backend();
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -359,6 +368,21 @@ impl Shared {
         }
     }
 
+    /// Replaces the backend with a [`ClosedBackend`] holding its last counters, and drops it
+    /// here. Only for a stopped driver: nothing moves frames any more.
+    fn close_backend(&self) {
+        let backend = {
+            let mut state = self.lock();
+            let closed = ClosedBackend {
+                stats: state.backend.stats(),
+                rings: state.backend.ring_stats(),
+            };
+            std::mem::replace(&mut state.backend, Box::new(closed))
+        };
+        // Outside the lock: the raw backend's Drop runs iptables.
+        drop(backend);
+    }
+
     fn kick_always(&self) {
         let waker = {
             let mut state = self.lock();
@@ -369,6 +393,50 @@ impl Shared {
             waker.wake();
         }
     }
+}
+
+/// What stands in for the backend once [`Stack::shutdown`] has closed it: it moves nothing,
+/// refuses new reservations, and reports the counters the backend had at the end.
+struct ClosedBackend {
+    stats: BackendStats,
+    rings: Vec<crate::io::xdp::RingStats>,
+}
+
+impl Backend for ClosedBackend {
+    fn poll_recv(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        _sink: &mut dyn FnMut(&[u8]),
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+
+    fn send(&mut self, _frame: &[u8]) -> io::Result<()> {
+        Err(closed_link())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn reserve(&mut self, _endpoint: SocketAddrV4) -> io::Result<()> {
+        Err(closed_link())
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.stats
+    }
+
+    fn ring_stats(&self) -> Vec<crate::io::xdp::RingStats> {
+        self.rings.clone()
+    }
+}
+
+fn closed_link() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the tcpstack stack was shut down and its link closed",
+    )
 }
 
 /// What the runtime keeps per connection next to the endpoint's TCB.

@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use super::{Stack, StackStats};
 use crate::endpoint::{EndpointStats, HandshakeReport};
+use crate::io::xdp::RingStats;
 use crate::io::BackendStats;
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StatsReport {
     pub runtime: StackStats,
     pub endpoint: EndpointStats,
@@ -15,6 +16,8 @@ pub struct StatsReport {
     /// → ESTABLISHED).
     pub handshake: HandshakeReport,
     pub link: BackendStats,
+    /// The xdp backend's AF_XDP sockets, one per queue (empty for the raw backend).
+    pub xdp_queues: Vec<RingStats>,
 }
 
 impl Stack {
@@ -26,6 +29,7 @@ impl Stack {
             endpoint: state.endpoint.stats(),
             handshake: state.endpoint.handshake_latency().report(),
             link: state.backend.stats(),
+            xdp_queues: state.backend.ring_stats(),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! `tcpstack connect ADDR:PORT`: like `nc`. Stdin goes to the connection and the connection to
-//! stdout; stdin's EOF half-closes, and the command ends when the peer closes.
+//! stdout; stdin's EOF half-closes (or, with `--abort-at-eof`, aborts), and the command ends
+//! when the peer closes.
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpstack::runtime::TcpStream;
+use tcpstack::runtime::{Stack, TcpStream};
 use tokio::io::AsyncWriteExt;
 
 use crate::{link, ConnectArgs};
@@ -16,7 +17,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let link = link::open(&args.link, None)?;
-    let stream = match TcpStream::connect(&link.stack, args.remote).await {
+    let outcome = talk(&link.stack, &args).await;
+    // Whatever happened, the backend closes (iptables rules removed) before `run` returns.
+    link.stack.shutdown(CLOSE_GRACE).await;
+    outcome
+}
+
+async fn talk(stack: &Stack, args: &ConnectArgs) -> anyhow::Result<ExitCode> {
+    let stream = match TcpStream::connect(stack, args.remote).await {
         Ok(stream) => stream,
         Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
             eprintln!("tcpstack: connection refused by {}", args.remote);
@@ -27,9 +35,15 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let (mut from_peer, mut to_peer) = stream.into_split();
+    let abort_at_eof = args.abort_at_eof;
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let copied = tokio::io::copy(&mut stdin, &mut to_peer).await;
+        if abort_at_eof {
+            // RST; the read half then sees the connection end.
+            to_peer.abort();
+            return copied.map(drop);
+        }
         // EOF on stdin: FIN, and keep reading.
         let closed = to_peer.shutdown().await;
         copied.and(closed)
@@ -40,8 +54,6 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // The peer closed: stdin no longer matters (tokio's stdin reader cannot be interrupted, so
     // the task is left behind rather than awaited).
     upload.abort();
-    drop(from_peer);
-    link.stack.shutdown(CLOSE_GRACE).await;
     match download {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) if error.kind() == ErrorKind::ConnectionReset => {

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tcpstack::endpoint::EndpointConfig;
 use tcpstack::io::{self, BackendConfig};
@@ -82,10 +82,7 @@ pub fn endpoint_config() -> EndpointConfig {
 /// Checks the environment, opens the backend and starts a stack on it. `listening` is the
 /// port `serve` will reserve, so that a panic removes its iptables rule too.
 pub fn open(args: &LinkArgs, listening: Option<u16>) -> anyhow::Result<Link> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("tcpstack needs root to attach XDP programs and open raw sockets: run it with sudo");
-    }
+    io::require_root()?;
     let config = BackendConfig {
         addr: args.addr,
         xdp_mode: match args.xdp_mode {

@@ -116,6 +116,10 @@ pub struct ConnectArgs {
     pub remote: SocketAddrV4,
     #[command(flatten)]
     pub link: LinkArgs,
+    /// At the end of stdin, abort the connection with RST (as a close with SO_LINGER 0 does)
+    /// instead of half-closing it with FIN; data the peer has not yet received may be lost.
+    #[arg(long)]
+    pub abort_at_eof: bool,
 }
 
 fn main() -> ExitCode {

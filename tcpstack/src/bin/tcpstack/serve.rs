@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tcpstack::runtime::control::{self, ControlError, ControlServer};
 use tcpstack::runtime::{Stack, TcpListener};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::{link, ServeArgs};
 
@@ -16,12 +17,51 @@ use crate::{link, ServeArgs};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before anything is installed: from here on SIGINT and SIGTERM end the server through the
+    // path below, never through the default action that would leave the XDP program or the
+    // iptables rules behind.
+    let mut signals = ShutdownSignals::install()?;
     let link = link::open(&args.link, Some(args.port))?;
+    let ending = serve_until_stopped(&link, &args, &mut signals).await;
+    // Every way out after the link opened comes through here: the connections close, and the
+    // backend is closed (XDP detached, iptables rules removed) before `run` returns.
+    let stack = link.stack.clone();
+    link.stack.shutdown(SHUTDOWN_GRACE).await;
+    let ending = ending?;
+    eprintln!("{}", summary(&stack));
+    for line in queue_lines(&stack) {
+        eprintln!("{line}");
+    }
+    eprintln!("{}", handshake_line(&stack));
+    if let Some(path) = &args.stats_json {
+        write_stats_json(&stack, path)?;
+    }
+    match ending {
+        Ending::AppStopped(Err(error)) => Err(error).context("the app stopped"),
+        Ending::AppStopped(Ok(())) | Ending::Signal => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Why serving ended.
+enum Ending {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The app returned on its own.
+    AppStopped(std::io::Result<()>),
+}
+
+/// Listens, announces it, and serves until a signal or the app's end. The app and the control
+/// socket are gone when this returns; the stack is left to the caller to shut down.
+async fn serve_until_stopped(
+    link: &link::Link,
+    args: &ServeArgs,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<Ending> {
     let local = SocketAddrV4::new(link.addr, args.port);
     let listener = TcpListener::bind(&link.stack, local).with_context(|| {
         format!("cannot listen on {local} (is another tcpstack serving that port?)")
     })?;
-    let _control = control_socket(&link.stack, &args)?;
+    let _control = control_socket(&link.stack, args)?;
     // The port is reserved on the link now: announce it, and nothing else on stdout.
     {
         let mut stdout = std::io::stdout().lock();
@@ -41,29 +81,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.stats_json.clone(),
         ))
     });
-
-    let outcome = tokio::select! {
-        served = args.app.serve(listener) => Some(served),
-        signal = shutdown_signal() => {
-            signal?;
-            None
-        }
+    let ending = tokio::select! {
+        served = args.app.serve(listener) => Ending::AppStopped(served),
+        () = signals.recv() => Ending::Signal,
     };
     // Leaving the select dropped the app: its connections are closing gracefully.
     if let Some(task) = stats_printer {
         task.abort();
     }
-    let stack = link.stack.clone();
-    link.stack.shutdown(SHUTDOWN_GRACE).await;
-    let summary = summary(&stack);
-    eprintln!("{summary}");
-    eprintln!("{}", handshake_line(&stack));
-    if let Some(path) = &args.stats_json {
-        write_stats_json(&stack, path)?;
+    Ok(ending)
+}
+
+/// SIGINT and SIGTERM, caught from the moment this value exists: tokio installs a handler when
+/// the `Signal` is created (`tokio::signal::ctrl_c` only at its first poll, too late for a
+/// signal sent right after the `listening on` line).
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())
+                .context("cannot install the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate())
+                .context("cannot install the SIGTERM handler")?,
+        })
     }
-    match outcome {
-        Some(Err(error)) => Err(error).context("the app stopped"),
-        _ => Ok(ExitCode::SUCCESS),
+
+    /// The next SIGINT or SIGTERM (one that arrived before the call counts).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -85,22 +137,15 @@ fn control_socket(stack: &Stack, args: &ServeArgs) -> anyhow::Result<Option<Cont
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot install the SIGINT handler"),
-        _ = terminate.recv() => Ok(()),
-    }
-}
-
 async fn print_stats_every(stack: Stack, secs: u64, json: Option<PathBuf>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(secs));
     ticks.tick().await;
     loop {
         ticks.tick().await;
         eprintln!("{}", summary(&stack));
+        for line in queue_lines(&stack) {
+            eprintln!("{line}");
+        }
         eprintln!("{}", handshake_line(&stack));
         if let Some(path) = &json {
             if let Err(error) = write_stats_json(&stack, path) {
@@ -108,6 +153,38 @@ async fn print_stats_every(stack: Stack, secs: u64, json: Option<PathBuf>) {
             }
         }
     }
+}
+
+/// One line per AF_XDP socket (none for the raw backend): its mode, what it moved, how full
+/// its rings are and what the kernel dropped (XDP_STATISTICS).
+fn queue_lines(stack: &Stack) -> Vec<String> {
+    stack
+        .ring_stats()
+        .iter()
+        .map(|q| {
+            format!(
+                "tcpstack xdp queue {} ({} mode): {} frames in and {} out; rings hold rx {}, \
+                 fill {}, tx {}, completion {}; the kernel dropped {} (rx ring full {}, other \
+                 {}), found the fill ring empty {} times and the tx ring empty {}, and saw {} \
+                 invalid rx and {} invalid tx descriptors.",
+                q.queue,
+                if q.zero_copy { "zero-copy" } else { "copy" },
+                q.rx_frames,
+                q.tx_frames,
+                q.rx_ring_level,
+                q.fill_ring_level,
+                q.tx_ring_level,
+                q.completion_ring_level,
+                q.rx_ring_full + q.rx_dropped,
+                q.rx_ring_full,
+                q.rx_dropped,
+                q.fill_ring_empty,
+                q.tx_ring_empty,
+                q.rx_invalid_descs,
+                q.tx_invalid_descs,
+            )
+        })
+        .collect()
 }
 
 /// `handshakes (SYN received → ESTABLISHED): count 12  p50 85µs  p90 …  max 4.10ms`.

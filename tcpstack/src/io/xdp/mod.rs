@@ -199,14 +199,6 @@ impl XdpBackend {
         self.addr
     }
 
-    /// Each socket's ring statistics, by queue index.
-    pub fn ring_stats(&self) -> Vec<RingStats> {
-        (0u32..)
-            .zip(&self.queues)
-            .map(|(queue, socket)| socket.ring_stats(queue))
-            .collect()
-    }
-
     /// Frames received by each socket, by queue index.
     pub fn received_per_queue(&self) -> Vec<u64> {
         self.queues.iter().map(|q| q.stats.rx_frames).collect()
@@ -322,6 +314,13 @@ impl Backend for XdpBackend {
 
     fn release(&mut self, endpoint: SocketAddrV4) -> io::Result<()> {
         self.program.release(endpoint)
+    }
+
+    fn ring_stats(&self) -> Vec<RingStats> {
+        (0u32..)
+            .zip(&self.queues)
+            .map(|(queue, socket)| socket.ring_stats(queue))
+            .collect()
     }
 
     fn stats(&self) -> BackendStats {

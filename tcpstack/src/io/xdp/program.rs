@@ -230,6 +230,10 @@ fn attach_error(iface: &str, mode: XdpMode, error: ProgramError) -> IoError {
     match os_error {
         Some(libc::EPERM | libc::EACCES) => IoError::NotPermitted("attaching the XDP program"),
         Some(libc::EBUSY | libc::EEXIST) => IoError::XdpBusy(iface.to_owned()),
+        // The kernel's answer when the driver has no ndo_bpf (dummy, bridge, loopback, ...).
+        Some(libc::EOPNOTSUPP) if mode == XdpMode::Native => {
+            IoError::NativeXdpUnsupported(iface.to_owned())
+        }
         _ => IoError::XdpRefused {
             iface: iface.to_owned(),
             mode: mode.name(),

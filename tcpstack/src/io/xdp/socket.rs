@@ -36,11 +36,16 @@ pub(crate) struct QueueStats {
     pub(crate) tx_dropped: u64,
 }
 
-/// One AF_XDP socket's view: the kernel's XDP_STATISTICS and how full its rings are.
+/// One AF_XDP socket's view: what it moved, the kernel's XDP_STATISTICS and how full its
+/// rings are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RingStats {
+    /// The receive queue the socket is bound to.
     pub queue: u32,
+    /// Zero-copy (the driver DMAs into the UMEM) or copy mode (veth, generic XDP).
     pub zero_copy: bool,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
     /// Frames the kernel dropped for other reasons (no buffer, ...).
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
@@ -51,10 +56,14 @@ pub struct RingStats {
     pub fill_ring_empty: u64,
     /// Times the kernel found the tx ring empty when kicked.
     pub tx_ring_empty: u64,
+    /// Received frames waiting in the rx ring for user space.
+    pub rx_ring_level: u32,
     /// Buffers waiting in the fill ring for arriving frames.
     pub fill_ring_level: u32,
     /// Descriptors waiting in the tx ring.
     pub tx_ring_level: u32,
+    /// Sent buffers the kernel has returned that user space has not yet reclaimed.
+    pub completion_ring_level: u32,
     /// UMEM frames free for transmit or restocking.
     pub free_frames: u64,
 }
@@ -68,6 +77,8 @@ pub(crate) struct XskQueue {
     tx: WakableTxRing,
     fill_view: RingView,
     tx_view: RingView,
+    rx_view: RingView,
+    completion_view: RingView,
     umem: Umem,
     /// Fill-ring slots the kernel consumed that could not be restocked yet (no free frame).
     fill_deficit: usize,
@@ -108,6 +119,9 @@ impl XskQueue {
         let offsets = mmap_offsets(fd)?;
         let fill_view = RingView::map(fd, libc::XDP_UMEM_PGOFF_FILL_RING as i64, &offsets.fr)?;
         let tx_view = RingView::map(fd, libc::XDP_PGOFF_TX_RING, &offsets.tx)?;
+        let rx_view = RingView::map(fd, libc::XDP_PGOFF_RX_RING, &offsets.rx)?;
+        let completion_view =
+            RingView::map(fd, libc::XDP_UMEM_PGOFF_COMPLETION_RING as i64, &offsets.cr)?;
         let socket = builder
             .bind(::xdp::nic::NicIndex::new(ifindex), queue_id, bind_flags)
             .map_err(socket_error)?;
@@ -138,6 +152,8 @@ impl XskQueue {
             tx,
             fill_view,
             tx_view,
+            rx_view,
+            completion_view,
             umem,
             fill_deficit: stock - stocked,
             stats: QueueStats::default(),
@@ -267,14 +283,18 @@ impl XskQueue {
         RingStats {
             queue,
             zero_copy: self.zero_copy,
+            rx_frames: self.stats.rx_frames,
+            tx_frames: self.stats.tx_frames,
             rx_dropped: kernel.as_ref().map_or(0, |s| s.rx_dropped),
             rx_invalid_descs: kernel.as_ref().map_or(0, |s| s.rx_invalid_descs),
             tx_invalid_descs: kernel.as_ref().map_or(0, |s| s.tx_invalid_descs),
             rx_ring_full: kernel.as_ref().map_or(0, |s| s.rx_ring_full),
             fill_ring_empty: kernel.as_ref().map_or(0, |s| s.rx_fill_ring_empty_descs),
             tx_ring_empty: kernel.as_ref().map_or(0, |s| s.tx_ring_empty_descs),
+            rx_ring_level: self.rx_view.pending(),
             fill_ring_level: self.fill_view.pending(),
             tx_ring_level: self.tx_view.pending(),
+            completion_ring_level: self.completion_view.pending(),
             free_frames: self.umem.allocatable() as u64,
         }
     }
@@ -314,8 +334,8 @@ impl Slab for OnePacket {
 }
 
 /// A read-only second mapping of a ring's producer, consumer and flags words. The `xdp` crate
-/// does not expose the need-wakeup flag or the fill level, both needed to kick only when
-/// the kernel asks for it.
+/// does not expose the need-wakeup flag or the rings' levels: the flag and the tx level are
+/// needed to kick only when the kernel asks for it, every level for the statistics.
 struct RingView {
     base: NonNull<u8>,
     len: usize,
