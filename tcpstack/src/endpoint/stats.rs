@@ -18,7 +18,6 @@ pub struct WireErrorCounts {
     pub bad_option: u64,
     pub bad_tcp_checksum: u64,
     pub vlan_tagged: u64,
-    pub bad_arp: u64,
 }
 
 impl WireErrorCounts {
@@ -35,7 +34,6 @@ impl WireErrorCounts {
             WireError::BadOption => &mut self.bad_option,
             WireError::BadTcpChecksum => &mut self.bad_tcp_checksum,
             WireError::VlanTagged => &mut self.vlan_tagged,
-            WireError::BadArp => &mut self.bad_arp,
         };
         *counter += 1;
     }
@@ -52,7 +50,6 @@ impl WireErrorCounts {
             + self.bad_option
             + self.bad_tcp_checksum
             + self.vlan_tagged
-            + self.bad_arp
     }
 }
 

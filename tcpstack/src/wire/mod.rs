@@ -4,7 +4,8 @@
 //! The per-packet entry points are [`parse_ipv4_tcp`] / [`parse_ethernet_ipv4_tcp`] (zero-copy,
 //! no allocation, both checksums verified) and [`emit_ipv4_tcp`] / [`emit_ethernet_ipv4_tcp`]
 //! (append to a caller's buffer). [`checksum`] is the one RFC 1071 implementation in tcpstack;
-//! [`arp`] serves neighbour resolution, [`TcpdumpLine`] the debug log and [`PcapWriter`] captures.
+//! [`TcpdumpLine`] serves the debug log and [`PcapWriter`] captures. There is no ARP here:
+//! neighbours are the kernel's to resolve (`io::netlink`).
 //!
 //! # Hand-written, not pnet_packet
 //!
@@ -28,7 +29,6 @@
 //! explicit byte offsets here do not, and its option iterator would still need the malformed-length
 //! rules written by hand, so nothing of it is kept.
 
-pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
@@ -37,7 +37,6 @@ pub mod seq;
 pub mod tcp;
 pub mod tcpdump;
 
-pub use arp::{ArpOperation, ArpPacket};
 pub use checksum::Checksum;
 pub use pcap::PcapWriter;
 pub use seq::SeqNum;
@@ -71,8 +70,6 @@ pub enum WireError {
     BadTcpChecksum,
     #[error("VLAN-tagged frame")]
     VlanTagged,
-    #[error("unsupported or malformed ARP packet")]
-    BadArp,
 }
 
 /// A 48-bit Ethernet address.
