@@ -92,3 +92,41 @@ async fn refused_connections_are_an_error() {
         "{result:?}"
     );
 }
+
+/// A connector whose every attempt is refused at once, counting the attempts.
+#[derive(Default)]
+struct RefusingConnector {
+    attempts: std::sync::atomic::AtomicU64,
+}
+
+impl tcpstack::apps::Connector for RefusingConnector {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&self, _addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(std::io::ErrorKind::ConnectionRefused.into())
+    }
+}
+
+/// crr backs off between failed connections (10 ms, doubling), so a refusing server sees a
+/// handful of attempts in half a second, not a flood.
+#[tokio::test]
+async fn crr_backs_off_from_a_refusing_server() {
+    let connector = Arc::new(RefusingConnector::default());
+    let target = "127.0.0.1:9".parse().expect("address");
+    let config = BenchConfig {
+        conns: 1,
+        ..config(target, BenchMode::Crr)
+    };
+    let result = bench::run(connector.clone(), &config).await;
+    assert!(
+        matches!(result, Err(bench::BenchError::NothingCompleted(_))),
+        "{result:?}"
+    );
+    let attempts = connector
+        .attempts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // 10 + 20 + 40 + 80 + 160 + 320 ms of backoff outlast the 500 ms run: at most 7 attempts.
+    assert!((2..=7).contains(&attempts), "{attempts} attempts");
+}

@@ -24,6 +24,10 @@ use super::{AppStream, Connector};
 
 /// How long a transaction or the final drain may outlast the run before it counts as failed.
 const GRACE: Duration = Duration::from_secs(5);
+/// After a failed connection, a crr worker waits this long before the next, doubling up to
+/// [`RETRY_BACKOFF_MAX`] while failures go on: a refusing server is reported, not flooded.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -391,6 +395,7 @@ async fn connect_request_response<C: Connector>(
     let mut tally = Tally::new();
     let request = vec![b'x'; size];
     let mut response = vec![0u8; size];
+    let mut backoff = RETRY_BACKOFF_MIN;
     while Instant::now() < deadline {
         let begun = Instant::now();
         let once = async {
@@ -412,8 +417,13 @@ async fn connect_request_response<C: Connector>(
                 tally.transactions += 1;
                 tally.bytes_sent += size as u64;
                 tally.bytes_received += size as u64;
+                backoff = RETRY_BACKOFF_MIN;
             }
-            Ok(Err(error)) => tally.failed(error),
+            Ok(Err(error)) => {
+                tally.failed(error);
+                tokio::time::sleep_until(deadline.min(Instant::now() + backoff)).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
             Err(_) => {
                 tally.failed(io::ErrorKind::TimedOut.into());
                 break;
