@@ -19,6 +19,7 @@ backend_tests!(
     bench_rr_against_a_kernel_echo_server,
     ss_lists_a_kernel_peers_connection,
     wrk_against_the_http_app,
+    iperf3_reverse_reports_our_retransmits,
 );
 
 const HTTP_PORT: u16 = 8080;
@@ -195,6 +196,33 @@ fn stock_iperf3_modes(backend: Backend) -> Result<()> {
             ensure!(reverse > 0, "iperf3 --bidir moved nothing back: {report}");
         }
     }
+    let out = server.stop()?;
+    ensure!(out.status.success(), "serve exited with {}", out.status);
+    Ok(())
+}
+
+/// Through 2 % loss, stock `iperf3 -R` (tcpstack sends) shows tcpstack's retransmissions: the
+/// server's results carry each stream's count, which the client sums into `sum_sent`.
+fn iperf3_reverse_reports_our_retransmits(backend: Backend) -> Result<()> {
+    let lab = Lab::lossy()?;
+    let server = lab.serve(backend, IPERF3_PORT, &["--app", "iperf3"])?;
+    let _loss = lab.add_tcp_port_loss(IPERF3_PORT, 0.02)?;
+    let addr = lab.addr_a().to_string();
+    let port = IPERF3_PORT.to_string();
+    let args = ["iperf3", "-c", &addr, "-p", &port, "-t", "3", "-R", "-J"];
+    let report = lab.exec_in(lab.ns_b(), &args).context("iperf3 -R")?;
+    let report: Value = serde_json::from_str(&report).context("iperf3 -R -J output")?;
+    let sent = number(&report, "/end/sum_sent/bytes")?;
+    let retransmits = number(&report, "/end/sum_sent/retransmits")?;
+    let stream_retransmits = number(&report, "/end/streams/0/sender/retransmits")?;
+    ensure!(sent > 0, "iperf3 -R moved no bytes: {report}");
+    ensure!(
+        retransmits > 0 && retransmits == stream_retransmits,
+        "2 % loss, yet iperf3 shows {retransmits} retransmits in sum_sent and \
+         {stream_retransmits} for the stream: {report}"
+    );
+    let dropped = dropped_packets(lab.loss_ns()?)?;
+    ensure!(dropped > 0, "the loss rule dropped nothing");
     let out = server.stop()?;
     ensure!(out.status.success(), "serve exited with {}", out.status);
     Ok(())
