@@ -1507,8 +1507,25 @@ pub fn parse_ss(text: &str) -> Result<Vec<SsEntry>> {
 }
 
 impl Lab {
-    /// `tcpstack ss --control PATH` in namespace A, parsed.
-    pub fn ss(&self, control: &Path) -> Result<Vec<SsEntry>> {
+    /// Where [`Lab::serve_echo_with_control`]'s server answers `tcpstack ss`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `tcpstack serve --app echo` on `port`, its control socket at [`Lab::control_socket`].
+    pub fn serve_echo_with_control(&self, backend: Backend, port: u16) -> Result<Server> {
+        let control = self.control_socket();
+        self.serve(
+            backend,
+            port,
+            &["--app", "echo", "--control", &control.to_string_lossy()],
+        )
+    }
+
+    /// `tcpstack ss` in namespace A, asking the server of [`Lab::serve_echo_with_control`],
+    /// parsed.
+    pub fn ss(&self) -> Result<Vec<SsEntry>> {
+        let control = self.control_socket();
         let out = run(&mut self.tcpstack(&["ss", "--control", &control.to_string_lossy()]))?;
         parse_ss(&out)
     }

@@ -50,12 +50,7 @@ fn sigterm_right_after_the_ready_line_exits_cleanly(backend: Backend) -> Result<
 /// its runtime's last tasks have ended.
 fn sigterm_with_a_live_connection_leaves_nothing_installed(backend: Backend) -> Result<()> {
     let lab = Lab::new()?;
-    let control = lab.dir.join("control.sock");
-    let mut server = lab.serve(
-        backend,
-        ECHO_PORT,
-        &["--app", "echo", "--control", &control.to_string_lossy()],
-    )?;
+    let mut server = lab.serve_echo_with_control(backend, ECHO_PORT)?;
     ensure!(
         !lab.tcpstack_leftovers()?.is_empty(),
         "serve installed nothing to remove: the test would prove nothing"
@@ -63,10 +58,7 @@ fn sigterm_with_a_live_connection_leaves_nothing_installed(backend: Backend) -> 
     let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
     let data = pattern(50_000, 51);
     ensure!(exchange(&stream, &data, false, data.len())? == data);
-    ensure!(
-        lab.ss(&control)?.len() == 1,
-        "tcpstack ss lists one connection"
-    );
+    ensure!(lab.ss()?.len() == 1, "tcpstack ss lists one connection");
     server.terminate();
     let rest = read_to_end(&stream).context("reading after SIGTERM")?;
     ensure!(rest.is_empty(), "{} unexpected bytes", rest.len());

@@ -298,19 +298,14 @@ fn loss_2_percent(backend: Backend) -> Result<()> {
 fn echo_under_loss(backend: Backend, probability: f64, len: usize) -> Result<()> {
     let started = std::time::Instant::now();
     let lab = Lab::lossy()?;
-    let control = lab.dir.join("control.sock");
-    let mut server = lab.serve(
-        backend,
-        ECHO_PORT,
-        &["--app", "echo", "--control", &control.to_string_lossy()],
-    )?;
+    let mut server = lab.serve_echo_with_control(backend, ECHO_PORT)?;
     let _loss = lab.add_tcp_port_loss(ECHO_PORT, probability)?;
     let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
     let client = local_v4(&stream)?;
     let data = pattern(len, len as u64 ^ (probability * 1e4) as u64);
     let echoed = exchange(&stream, &data, false, data.len())?;
     ensure_same(&echoed, &data)?;
-    let entries = lab.ss(&control)?;
+    let entries = lab.ss()?;
     let ours = entries
         .iter()
         .find(|e| e.peer == client)

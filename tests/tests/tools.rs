@@ -373,12 +373,7 @@ fn bench_rr_against_a_kernel_echo_server(backend: Backend) -> Result<()> {
 fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
     const BYTES: usize = 100_000;
     let lab = Lab::new()?;
-    let control = lab.dir.join("control.sock");
-    let mut server = lab.serve(
-        backend,
-        ECHO_PORT,
-        &["--app", "echo", "--control", &control.to_string_lossy()],
-    )?;
+    let mut server = lab.serve_echo_with_control(backend, ECHO_PORT)?;
     let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
     let client = match stream.local_addr()? {
         std::net::SocketAddr::V4(a) => a,
@@ -390,7 +385,7 @@ fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
         "the echo differs"
     );
 
-    let entries = lab.ss(&control)?;
+    let entries = lab.ss()?;
     let entry = entries
         .iter()
         .find(|e| e.peer == client)
@@ -424,6 +419,7 @@ fn ss_lists_a_kernel_peers_connection(backend: Backend) -> Result<()> {
     drop(stream);
     let out = server.stop()?;
     ensure!(out.status.success(), "serve exited with {}", out.status);
+    let control = lab.control_socket();
     ensure!(!control.exists(), "the control socket outlived the server");
     let gone = lab
         .tcpstack(&["ss", "--control", &control.to_string_lossy()])
