@@ -9,6 +9,9 @@
 
 use proptest::test_runner::{Config, RngSeed};
 
+use crate::io::memory::MemoryBackend;
+use crate::runtime::{Stack, StackBuilder};
+
 /// The seed of every property test unless `PROPTEST_RNG_SEED` gives another.
 pub(crate) const PROPTEST_SEED: u64 = 0x7463_7073_7461_636b;
 
@@ -19,6 +22,26 @@ pub(crate) fn proptest_config() -> Config {
         rng_seed: RngSeed::Fixed(PROPTEST_SEED),
         ..Config::default()
     }
+}
+
+/// A server (198.18.0.1, seed 1) and a client (198.18.0.2, seed 2) on the two ends of an
+/// in-memory link; `server` adds to the server's builder (a capture, say).
+pub(crate) fn memory_stacks(
+    (server_end, client_end): (MemoryBackend, MemoryBackend),
+    server: impl FnOnce(StackBuilder) -> StackBuilder,
+) -> (Stack, Stack) {
+    let server = server(Stack::builder().backend(server_end))
+        .address([198, 18, 0, 1].into())
+        .seed(1)
+        .build()
+        .expect("server stack");
+    let client = Stack::builder()
+        .backend(client_end)
+        .address([198, 18, 0, 2].into())
+        .seed(2)
+        .build()
+        .expect("client stack");
+    (server, client)
 }
 
 #[cfg(test)]

@@ -192,6 +192,7 @@ mod tests {
     use super::*;
     use crate::io::memory::pair;
     use crate::runtime::{TcpListener, TcpStream};
+    use crate::test_support::memory_stacks;
 
     fn scratch(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("tcpstack-control-{}-{name}", std::process::id()))
@@ -202,18 +203,7 @@ mod tests {
     #[tokio::test]
     async fn ss_lists_live_connections_over_the_socket() {
         let (a, b) = pair();
-        let server = Stack::builder()
-            .backend(a)
-            .address([198, 18, 0, 1].into())
-            .seed(1)
-            .build()
-            .expect("server stack");
-        let client = Stack::builder()
-            .backend(b)
-            .address([198, 18, 0, 2].into())
-            .seed(2)
-            .build()
-            .expect("client stack");
+        let (server, client) = memory_stacks((a, b), |server| server);
         let addr = "198.18.0.1:5201".parse().expect("address");
         let listener = TcpListener::bind(&server, addr).expect("binds");
         let mut stream = TcpStream::connect(&client, addr).await.expect("connects");

@@ -96,7 +96,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::{Capture, FLUSH_INTERVAL, IDLE_FLUSH_GAP};
-    use crate::runtime::{Stack, TcpListener, TcpStream};
+    use crate::runtime::{TcpListener, TcpStream};
+    use crate::test_support::memory_stacks;
     use crate::wire::{self, TcpFlags};
 
     /// A sink whose bytes, and the writes that brought them, the test can look at.
@@ -219,17 +220,9 @@ mod tests {
         ));
         let file = TempFile(path.clone());
         let (a, b) = crate::io::memory::pair();
-        let server = Stack::builder()
-            .backend(a)
-            .address([198, 18, 0, 1].into())
-            .capture(std::fs::File::create(&file.0).expect("creates the capture file"))
-            .build()
-            .expect("server stack");
-        let client = Stack::builder()
-            .backend(b)
-            .address([198, 18, 0, 2].into())
-            .build()
-            .expect("client stack");
+        let (server, client) = memory_stacks((a, b), |server| {
+            server.capture(std::fs::File::create(&file.0).expect("creates the capture file"))
+        });
         let addr = "198.18.0.1:7".parse().expect("address");
         let listener = TcpListener::bind(&server, addr).expect("binds");
         let stream = TcpStream::connect(&client, addr).await.expect("connects");
@@ -290,17 +283,9 @@ mod tests {
             std::env::temp_dir().join(format!("tcpstack-runtime-pcap-{}.pcap", std::process::id()));
         let file = TempFile(path.clone());
         let (a, b) = crate::io::memory::pair();
-        let server = Stack::builder()
-            .backend(a)
-            .address([198, 18, 0, 1].into())
-            .capture(std::fs::File::create(&file.0).expect("creates the capture file"))
-            .build()
-            .expect("server stack");
-        let client = Stack::builder()
-            .backend(b)
-            .address([198, 18, 0, 2].into())
-            .build()
-            .expect("client stack");
+        let (server, client) = memory_stacks((a, b), |server| {
+            server.capture(std::fs::File::create(&file.0).expect("creates the capture file"))
+        });
         let addr = "198.18.0.1:7".parse().expect("address");
         let listener = TcpListener::bind(&server, addr).expect("binds");
         let mut stream = TcpStream::connect(&client, addr).await.expect("connects");

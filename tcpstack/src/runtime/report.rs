@@ -42,7 +42,8 @@ mod tests {
 
     use crate::apps::StreamInfo;
     use crate::io::memory::{link, LinkConfig};
-    use crate::runtime::{Stack, TcpListener, TcpStream};
+    use crate::runtime::{TcpListener, TcpStream};
+    use crate::test_support::memory_stacks;
 
     /// What iperf3 reports as our retransmits is the connection's own count, the same the
     /// endpoint sums up.
@@ -53,18 +54,7 @@ mod tests {
             delay: Duration::from_millis(1),
             seed: 7,
         });
-        let server = Stack::builder()
-            .backend(a)
-            .address([198, 18, 0, 1].into())
-            .seed(1)
-            .build()
-            .expect("server stack");
-        let client = Stack::builder()
-            .backend(b)
-            .address([198, 18, 0, 2].into())
-            .seed(2)
-            .build()
-            .expect("client stack");
+        let (server, client) = memory_stacks((a, b), |server| server);
         let addr = "198.18.0.1:9".parse().expect("address");
         let listener = TcpListener::bind(&server, addr).expect("binds");
         let sink = tokio::spawn(async move {
