@@ -904,18 +904,13 @@ impl Connection {
         self.recover = self.snd_nxt;
         self.in_recovery = true;
         self.partial_ack_seen = false;
-        // The reduction starts from FlightSize (RFC 5681 equation 4, RFC 6675 §5 step (4.2),
-        // RFC 9438 §4.6), which RFC 5681 §3.2 step 2 makes an upper bound ("no more than"). Data
-        // the peer SACKed has left the network, though, and must not lift that base above the
-        // window that was sending (cwnd plus the segments of limited transmit, RFC 3042). It
-        // did when this recovery follows one that ended on this very ACK: SND.NXT − SND.UNA
-        // then counts everything SACKed above the new holes, and each back-to-back recovery
-        // *raised* ssthresh (CUBIC after a slow-start overshoot on a 1 ms path: 120, 129, 158,
-        // 228 segments against a path holding 108). PRR kept sending into a full queue, every
-        // other segment was tail-dropped, the holes outran the receiver's reassembly ranges and
-        // the sender, short of SACKs, waited for the RTO. Linux bases ssthresh on cwnd alone
-        // (tcp_reno_ssthresh, cubictcp_recalc_ssthresh); without SACK nothing is known to have
-        // left, and FlightSize stays as RFC 6582 has it.
+        // The reduction starts from FlightSize (RFC 5681 eq. 4, RFC 6675 §5 (4.2), RFC 9438
+        // §4.6), an upper bound by RFC 5681 §3.2 step 2. SACKed data has left the network and
+        // must not lift that base above the window that was sending (cwnd plus limited
+        // transmit, RFC 3042): in a recovery that starts on the ACK ending the previous one,
+        // SND.NXT − SND.UNA counts everything SACKed above the new holes, and back-to-back
+        // recoveries would raise ssthresh instead of lowering it. Linux bases ssthresh on cwnd
+        // (tcp_reno_ssthresh, cubictcp_recalc_ssthresh). Without SACK, FlightSize as RFC 6582.
         let window = self
             .cc
             .window()
