@@ -1588,6 +1588,20 @@ macro_rules! backend_tests {
     };
 }
 
+/// A JSON file (`serve --stats-json`, say), parsed; errors name the file.
+pub fn read_json(file: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}: {text}", file.display()))
+}
+
+/// The unsigned number at a JSON pointer (`/end/sum_sent/bytes`); an error names what is missing.
+pub fn number(json: &serde_json::Value, pointer: &str) -> Result<u64> {
+    json.pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| format!("no {pointer} in {json}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

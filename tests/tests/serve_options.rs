@@ -46,18 +46,6 @@ fn addr_picks_the_address_served(backend: Backend) -> Result<()> {
     server.assert_running()
 }
 
-fn read_json(file: &std::path::Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}: {text}", file.display()))
-}
-
-fn number(json: &Value, pointer: &str) -> Result<u64> {
-    json.pointer(pointer)
-        .and_then(Value::as_u64)
-        .with_context(|| format!("no {pointer} in {json}"))
-}
-
 /// On a veth of four queues, `--xdp-mode skb --queues 4` attaches generic XDP (`ip link` says
 /// xdpgeneric) and opens four sockets; connections echo, and `--stats-json` has one entry per
 /// queue: copy mode (veth has no zero-copy), a stocked fill ring, frames that add up to the

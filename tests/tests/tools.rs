@@ -39,18 +39,6 @@ fn tshark_read(file: &Path) -> Result<String> {
     run(&mut cmd).context("tshark is required to read the capture back")
 }
 
-fn read_json(file: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}: {text}", file.display()))
-}
-
-fn number(json: &Value, pointer: &str) -> Result<u64> {
-    json.pointer(pointer)
-        .and_then(Value::as_u64)
-        .with_context(|| format!("no {pointer} in {json}"))
-}
-
 /// Ensures the capture shows a client SYN to `server`, its SYN-ACK and the final ACK.
 fn ensure_handshake_in(capture: &str, client: &str, server: &str) -> Result<()> {
     let syn = format!("> {server}: Flags [S],");
