@@ -8,13 +8,14 @@
 //! [`Endpoint::connection_mut`]. Every operation costs O(log n) in the number of connections: the
 //! timers sit in one heap, and only connections that were touched are looked at again.
 //!
-//! Files: the table, timers and TIME-WAIT here; listeners, their queues and SYN cookies in
-//! listener.rs (the cookie encoding in cookie.rs); counters in stats.rs; handshake latency and
-//! segment tracing in trace.rs.
+//! Files: the table and timers here; the compact TIME-WAIT table in time_wait_table.rs;
+//! listeners, their queues and SYN cookies in listener.rs (the cookie encoding in cookie.rs);
+//! counters in stats.rs; handshake latency and segment tracing in trace.rs.
 
 mod cookie;
 mod listener;
 mod stats;
+mod time_wait_table;
 mod trace;
 
 pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
@@ -35,6 +36,7 @@ use crate::tcp::{
 use crate::wire::{self, SeqNum, TcpHeader};
 
 use cookie::CookieJar;
+use time_wait_table::TimeWaitTable;
 use trace::ConnectionTrace;
 
 /// How long a TIME-WAIT entry with timestamps must have heard nothing before an active open may
@@ -135,24 +137,14 @@ struct Listener {
     accept_queue: VecDeque<ConnectionHandle>,
 }
 
-struct TimeWaitSlot {
-    record: TimeWait,
-    timer_generation: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TimerTarget {
-    Connection(ConnectionHandle),
-    TimeWait(FourTuple),
-}
-
-/// A timer in the heap. Stale entries (the owner re-armed or was freed) are skipped when they
-/// surface: an entry is live only while its generation is the one its owner recorded.
+/// A connection's timer in the heap. Stale entries (the connection re-armed or was freed) are
+/// skipped when they surface: an entry is live only while its generation is the one its
+/// connection recorded.
 #[derive(Debug, PartialEq, Eq)]
 struct TimerEntry {
     deadline: Instant,
     generation: u64,
-    target: TimerTarget,
+    handle: ConnectionHandle,
 }
 
 impl PartialOrd for TimerEntry {
@@ -189,10 +181,12 @@ pub struct Endpoint {
     next_handle: u64,
     next_timer_generation: u64,
     ip_identification: u16,
-    connections: HashMap<ConnectionHandle, Slot>,
+    /// Boxed: a hash table keeps up to twice its entries' size in empty buckets, and a slot is
+    /// large, so the table holds pointers and an idle connection costs about its own size.
+    connections: HashMap<ConnectionHandle, Box<Slot>>,
     by_tuple: HashMap<FourTuple, ConnectionHandle>,
     listeners: HashMap<SocketAddrV4, Listener>,
-    time_wait: HashMap<FourTuple, TimeWaitSlot>,
+    time_wait: TimeWaitTable,
     timers: BinaryHeap<TimerEntry>,
     /// Connections to look at again: events, state changes, timers.
     touched: VecDeque<ConnectionHandle>,
@@ -214,6 +208,7 @@ impl Endpoint {
         let mut rng = SmallRng::seed_from_u64(seed);
         let isn = IsnGenerator::from_seed(rng.gen(), now);
         let cookies = CookieJar::new(rng.gen(), now);
+        let time_wait = TimeWaitTable::new(now, config.connection.msl * 2);
         Endpoint {
             config,
             local_addr,
@@ -228,7 +223,7 @@ impl Endpoint {
             connections: HashMap::new(),
             by_tuple: HashMap::new(),
             listeners: HashMap::new(),
-            time_wait: HashMap::new(),
+            time_wait,
             timers: BinaryHeap::new(),
             touched: VecDeque::new(),
             sending: VecDeque::new(),
@@ -420,34 +415,18 @@ impl Endpoint {
             let Some(entry) = self.timers.pop() else {
                 break;
             };
-            match entry.target {
-                TimerTarget::Connection(handle) => {
-                    let Some(slot) = self.connections.get_mut(&handle) else {
-                        continue;
-                    };
-                    if slot.timer.map(|(_, g)| g) != Some(entry.generation) {
-                        continue;
-                    }
-                    slot.timer = None;
-                    slot.conn.handle_timeout(now);
-                    self.touch(handle);
-                }
-                TimerTarget::TimeWait(tuple) => {
-                    let Some(tw) = self.time_wait.get(&tuple) else {
-                        continue;
-                    };
-                    if tw.timer_generation != entry.generation {
-                        continue;
-                    }
-                    if tw.record.is_expired(now) {
-                        self.time_wait.remove(&tuple);
-                    } else {
-                        let deadline = tw.record.deadline;
-                        self.arm_time_wait(tuple, deadline);
-                    }
-                }
+            let handle = entry.handle;
+            let Some(slot) = self.connections.get_mut(&handle) else {
+                continue;
+            };
+            if slot.timer.map(|(_, g)| g) != Some(entry.generation) {
+                continue;
             }
+            slot.timer = None;
+            slot.conn.handle_timeout(now);
+            self.touch(handle);
         }
+        self.time_wait.expire(now);
         self.sync_touched();
     }
 
@@ -494,6 +473,10 @@ impl Endpoint {
     /// returned false: a connection learns some deadlines (the RTO) only when it transmits.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let heap = self.timers.peek().map(|t| t.deadline);
+        let heap = match (heap, self.time_wait.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Touched connections may have moved their deadlines since the heap saw them.
         let touched = self
             .touched
@@ -516,7 +499,7 @@ impl Endpoint {
     /// The old connection's SND.NXT when `tuple`'s TIME-WAIT entry may be reused by an active
     /// open now (see [`Self::connect`]).
     fn reusable_time_wait(&self, tuple: &FourTuple, now: Instant) -> Option<SeqNum> {
-        let record = self.time_wait.get(tuple)?.record;
+        let record = self.time_wait.get(tuple)?;
         record.timestamps?;
         let quiet_since = record.deadline.checked_sub(record.duration)?;
         let reusable = now.saturating_duration_since(quiet_since) >= TIME_WAIT_REUSE_AFTER
@@ -527,7 +510,7 @@ impl Endpoint {
 
     fn tuple_is_free(&self, tuple: &FourTuple) -> bool {
         !self.by_tuple.contains_key(tuple)
-            && !self.time_wait.contains_key(tuple)
+            && !self.time_wait.contains(tuple)
             && self.listener_for(tuple.local).is_none()
     }
 
@@ -538,14 +521,14 @@ impl Endpoint {
         let trace = ConnectionTrace::new(&conn, isn, role != Role::Active, self.now);
         self.connections.insert(
             handle,
-            Slot {
+            Box::new(Slot {
                 conn,
                 role,
                 timer: None,
                 touched: false,
                 sending: false,
                 trace,
-            },
+            }),
         );
         self.touch(handle);
         handle
@@ -633,7 +616,7 @@ impl Endpoint {
                     self.timers.push(TimerEntry {
                         deadline,
                         generation,
-                        target: TimerTarget::Connection(handle),
+                        handle,
                     });
                     (deadline, generation)
                 });
@@ -664,6 +647,8 @@ impl Endpoint {
             }
         }
         self.by_tuple.remove(&tuple);
+        shrink_if_sparse(&mut self.connections);
+        shrink_if_sparse(&mut self.by_tuple);
         match slot.role {
             Role::HalfOpen(addr) => {
                 if let Some(listener) = self.listeners.get_mut(&addr) {
@@ -686,44 +671,17 @@ impl Endpoint {
         self.stats.connections_closed += 1;
         if let Some(record) = time_wait {
             self.stats.time_wait_entries += 1;
-            let deadline = record.deadline;
-            self.time_wait.insert(
-                tuple,
-                TimeWaitSlot {
-                    record,
-                    timer_generation: 0,
-                },
-            );
-            self.arm_time_wait(tuple, deadline);
-        }
-    }
-
-    fn arm_time_wait(&mut self, tuple: FourTuple, deadline: Instant) {
-        let generation = self.next_timer_generation;
-        self.next_timer_generation += 1;
-        if let Some(tw) = self.time_wait.get_mut(&tuple) {
-            tw.timer_generation = generation;
-            self.timers.push(TimerEntry {
-                deadline,
-                generation,
-                target: TimerTarget::TimeWait(tuple),
-            });
+            self.time_wait.insert(&record, self.now);
         }
     }
 
     /// Pops dead entries off the top of the heap, so that `poll_timeout` sees a live one.
     fn discard_stale_timers(&mut self) {
         while let Some(top) = self.timers.peek() {
-            let live = match top.target {
-                TimerTarget::Connection(handle) => self
-                    .connections
-                    .get(&handle)
-                    .is_some_and(|slot| slot.timer.map(|(_, g)| g) == Some(top.generation)),
-                TimerTarget::TimeWait(tuple) => self
-                    .time_wait
-                    .get(&tuple)
-                    .is_some_and(|tw| tw.timer_generation == top.generation),
-            };
+            let live = self
+                .connections
+                .get(&top.handle)
+                .is_some_and(|slot| slot.timer.map(|(_, g)| g) == Some(top.generation));
             if live {
                 break;
             }
@@ -740,20 +698,17 @@ impl Endpoint {
         payload_len: usize,
         now: Instant,
     ) -> bool {
-        let Some(tw) = self.time_wait.get_mut(tuple) else {
+        let Some(mut record) = self.time_wait.get(tuple) else {
             return false;
         };
-        let deadline_before = tw.record.deadline;
-        match tw.record.handle_segment(header, payload_len, now) {
+        match record.handle_segment(header, payload_len, now) {
             TimeWaitOutcome::Drop => {
                 self.stats.drops.time_wait += 1;
             }
             TimeWaitOutcome::Reply(reply) => {
-                let deadline = tw.record.deadline;
+                // A retransmitted FIN restarts 2·MSL and refreshes TS.Recent.
+                self.time_wait.insert(&record, now);
                 self.queue_reply(tuple, reply);
-                if deadline != deadline_before {
-                    self.arm_time_wait(*tuple, deadline);
-                }
             }
             TimeWaitOutcome::PawsRejected(reply) => {
                 self.paws_rejected_elsewhere += 1;
@@ -805,5 +760,14 @@ impl Endpoint {
         if header.flags.rst() {
             self.stats.resets_sent += 1;
         }
+    }
+}
+
+/// Gives a table's memory back once it is three-quarters empty (a hash table never shrinks on its
+/// own), keeping room for twice what it holds so that a table near one size does not flap.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, V>) {
+    const SMALLEST: usize = 64;
+    if table.capacity() > SMALLEST && table.len() * 4 < table.capacity() {
+        table.shrink_to((table.len() * 2).max(SMALLEST));
     }
 }

@@ -305,7 +305,7 @@ impl Connection {
             recovery_budget: 0,
             undo_armed: false,
             time_wait: None,
-            events: VecDeque::with_capacity(8),
+            events: VecDeque::new(),
             error: None,
             stats: ConnectionStats::default(),
             config,
