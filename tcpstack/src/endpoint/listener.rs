@@ -3,7 +3,7 @@
 //! queue, and SYN cookies (RFC 4987) when the half-open queue is full.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::tcp::{self, Connection, Event, FourTuple, ListenAction, TimestampClock};
 use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
+use crate::FastHashMap;
 
 impl Endpoint {
     /// Listens on `addr`; an unspecified IP (0.0.0.0) listens on the endpoint's address.
@@ -80,7 +81,7 @@ impl Endpoint {
 
     /// A passive connection completed its handshake: from the half-open to the accept queue.
     pub(super) fn promote(
-        listeners: &mut HashMap<SocketAddrV4, Listener>,
+        listeners: &mut FastHashMap<SocketAddrV4, Listener>,
         events: &mut VecDeque<EndpointEvent>,
         stats: &mut EndpointStats,
         handle: ConnectionHandle,

@@ -22,7 +22,7 @@ pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
 pub use trace::{HandshakeLatency, HandshakeReport, SEGMENT_RX_TARGET, SEGMENT_TX_TARGET};
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use crate::tcp::{
     self, Connection, Event, FourTuple, IsnGenerator, Segment, State, TimeWait, TimeWaitOutcome,
 };
 use crate::wire::{self, SeqNum, TcpHeader};
+use crate::FastHashMap;
 
 use cookie::CookieJar;
 use time_wait_table::TimeWaitTable;
@@ -183,9 +184,9 @@ pub struct Endpoint {
     ip_identification: u16,
     /// Boxed: a hash table keeps up to twice its entries' size in empty buckets, and a slot is
     /// large, so the table holds pointers and an idle connection costs about its own size.
-    connections: HashMap<ConnectionHandle, Box<Slot>>,
-    by_tuple: HashMap<FourTuple, ConnectionHandle>,
-    listeners: HashMap<SocketAddrV4, Listener>,
+    connections: FastHashMap<ConnectionHandle, Box<Slot>>,
+    by_tuple: FastHashMap<FourTuple, ConnectionHandle>,
+    listeners: FastHashMap<SocketAddrV4, Listener>,
     time_wait: TimeWaitTable,
     timers: BinaryHeap<TimerEntry>,
     /// Connections to look at again: events, state changes, timers.
@@ -220,9 +221,9 @@ impl Endpoint {
             next_handle: 0,
             next_timer_generation: 0,
             ip_identification: 0,
-            connections: HashMap::new(),
-            by_tuple: HashMap::new(),
-            listeners: HashMap::new(),
+            connections: FastHashMap::default(),
+            by_tuple: FastHashMap::default(),
+            listeners: FastHashMap::default(),
             time_wait,
             timers: BinaryHeap::new(),
             touched: VecDeque::new(),
@@ -765,7 +766,7 @@ impl Endpoint {
 
 /// Gives a table's memory back once it is three-quarters empty (a hash table never shrinks on its
 /// own), keeping room for twice what it holds so that a table near one size does not flap.
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, V>) {
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &mut FastHashMap<K, V>) {
     const SMALLEST: usize = 64;
     if table.capacity() > SMALLEST && table.len() * 4 < table.capacity() {
         table.shrink_to((table.len() * 2).max(SMALLEST));

@@ -8,11 +8,12 @@
 //! expanded into a [`TimeWait`] to apply the rules and compacted again after.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::tcp::{FourTuple, TimeWait, TimeWaitTimestamps, TimestampClock};
 use crate::wire::SeqNum;
+use crate::FastHashMap;
 
 /// Milliseconds after the epoch, as a record stores its deadline.
 type Millis = u32;
@@ -40,7 +41,7 @@ pub(super) struct TimeWaitTable {
     epoch: Instant,
     /// 2·MSL, the span of every entry (and of its restart by a retransmitted FIN).
     duration: Duration,
-    entries: HashMap<FourTuple, CompactTimeWait>,
+    entries: FastHashMap<FourTuple, CompactTimeWait>,
     /// Deadlines, earliest first; an entry whose record has since moved its deadline or left is
     /// stale and skipped.
     expiries: BinaryHeap<Reverse<(Millis, TupleKey)>>,
@@ -80,7 +81,7 @@ impl TimeWaitTable {
         TimeWaitTable {
             epoch,
             duration,
-            entries: HashMap::new(),
+            entries: FastHashMap::default(),
             expiries: BinaryHeap::new(),
         }
     }

@@ -37,7 +37,6 @@ pub use listener::TcpListener;
 pub use report::StatsReport;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, TcpStream};
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +46,7 @@ use std::time::{Duration, Instant};
 use crate::endpoint::{ConnectionHandle, Endpoint, EndpointConfig, EndpointEvent};
 use crate::io::{Backend, BackendStats};
 use crate::tcp::{CongestionAlgorithm, ConnectionError, Event};
+use crate::FastHashMap;
 
 /// Counters kept by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -479,8 +479,8 @@ pub(crate) struct State {
     pub(crate) backend: Box<dyn Backend>,
     /// `--pcap`: every frame in and out.
     pub(crate) capture: Option<pcap::Capture>,
-    pub(crate) conns: HashMap<ConnectionHandle, Slot>,
-    pub(crate) listeners: HashMap<SocketAddrV4, ListenerSlot>,
+    pub(crate) conns: FastHashMap<ConnectionHandle, Slot>,
+    pub(crate) listeners: FastHashMap<SocketAddrV4, ListenerSlot>,
     /// Connections whose user dropped them with a linger timeout: abort when it passes.
     lingering: Vec<(Instant, ConnectionHandle)>,
     /// Connections no user holds any more that the endpoint is still closing; their slots go
@@ -507,8 +507,8 @@ impl State {
             endpoint,
             backend,
             capture,
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: FastHashMap::default(),
+            listeners: FastHashMap::default(),
             lingering: Vec::new(),
             released: Vec::new(),
             ports_to_release: Vec::new(),
