@@ -433,9 +433,20 @@ impl Endpoint {
 
     /// Writes the next IPv4 packet to send into `out` (cleared first); false when there is none.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        self.poll_transmit_after(now, out, 0)
+    }
+
+    /// [`Self::poll_transmit`] that keeps the first `headroom` bytes of `out` and writes the
+    /// packet after them, so that a driver's link-layer header needs no second copy of the frame.
+    pub fn poll_transmit_after(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<u8>,
+        headroom: usize,
+    ) -> bool {
         self.advance(now);
         self.sync_touched();
-        out.clear();
+        out.truncate(headroom);
         if let Some(reply) = self.replies.pop_front() {
             self.emit(reply.src, reply.dst, &reply.header, &reply.payload, out);
             return true;
@@ -751,13 +762,14 @@ impl Endpoint {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) {
-        out.clear();
+        let headroom = out.len();
         let identification = self.ip_identification;
         self.ip_identification = self.ip_identification.wrapping_add(1);
         wire::emit_ipv4_tcp(src, dst, header, payload, identification, out);
-        trace::segment_out(out);
+        let packet = &out[headroom..];
+        trace::segment_out(packet);
         self.stats.packets_out += 1;
-        self.stats.bytes_out += out.len() as u64;
+        self.stats.bytes_out += packet.len() as u64;
         if header.flags.rst() {
             self.stats.resets_sent += 1;
         }

@@ -22,8 +22,7 @@ pub(super) struct Driver {
     shared: Arc<Shared>,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
-    /// The endpoint's next packet, and the frame it is wrapped into.
-    packet: Vec<u8>,
+    /// The next frame: an Ethernet header the endpoint writes its packet after.
     frame: Vec<u8>,
     wakers: Vec<Waker>,
     finished: bool,
@@ -38,7 +37,6 @@ impl Driver {
             shared,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             timer_deadline: None,
-            packet: Vec::with_capacity(65536),
             frame,
             wakers: Vec::new(),
             finished: false,
@@ -49,9 +47,10 @@ impl Driver {
     /// end.
     fn transmit(&mut self, state: &mut State, now: Instant) {
         let mut unflushed = 0usize;
-        while state.endpoint.poll_transmit(now, &mut self.packet) {
-            self.frame.truncate(ETHERNET_HEADER_LEN);
-            self.frame.extend_from_slice(&self.packet);
+        while state
+            .endpoint
+            .poll_transmit_after(now, &mut self.frame, ETHERNET_HEADER_LEN)
+        {
             match state.backend.send(&self.frame) {
                 Ok(()) => {
                     if let Some(capture) = &mut state.capture {
