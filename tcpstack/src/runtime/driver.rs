@@ -26,10 +26,13 @@ pub(super) struct Driver {
     frame: Vec<u8>,
     wakers: Vec<Waker>,
     finished: bool,
+    /// On a current-thread runtime the tasks the driver wakes can only run once it yields, so it
+    /// yields after every pass that woke one instead of looping on while frames keep coming.
+    yield_to_woken: bool,
 }
 
 impl Driver {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, flavor: tokio::runtime::RuntimeFlavor) -> Self {
         let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + 65536);
         frame.resize(ETHERNET_HEADER_LEN, 0);
         frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
@@ -40,6 +43,7 @@ impl Driver {
             frame,
             wakers: Vec::new(),
             finished: false,
+            yield_to_woken: flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
         }
     }
 
@@ -104,10 +108,13 @@ impl Driver {
         self.finished = true;
     }
 
-    fn wake_collected(&mut self) {
+    /// Wakes the tasks collected in this pass; true when there were any.
+    fn wake_collected(&mut self) -> bool {
+        let woke = !self.wakers.is_empty();
         for waker in self.wakers.drain(..) {
             waker.wake();
         }
+        woke
     }
 }
 
@@ -209,9 +216,13 @@ impl Future for Driver {
             .flatten()
             .min();
             drop(guard);
-            this.wake_collected();
+            let woke = this.wake_collected();
 
             if received > 0 {
+                if woke && this.yield_to_woken {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 continue;
             }
             if let Some(deadline) = next_deadline {

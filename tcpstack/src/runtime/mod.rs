@@ -161,7 +161,10 @@ impl StackBuilder {
             state: Mutex::new(State::new(endpoint, backend, capture)),
             address,
         });
-        runtime.spawn(driver::Driver::new(shared.clone()));
+        runtime.spawn(driver::Driver::new(
+            shared.clone(),
+            runtime.runtime_flavor(),
+        ));
         Ok(Stack {
             inner: Arc::new(StackInner { shared }),
         })

@@ -25,6 +25,12 @@ use tcpstack::apps::App;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads of the tokio runtime. With 1 (the default) the stack's driver and the apps'
+    /// tasks share one thread and wake each other without a futex or a contended lock, which
+    /// measured faster on every benchmark row; more threads spread apps that compute.
+    #[arg(long, global = true, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,10 +132,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     cleanup::install_panic_hook();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if cli.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(cli.threads));
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tcpstack: cannot start the tokio runtime: {error}");
