@@ -57,10 +57,17 @@ pub mod congestion;
 mod connection;
 mod isn;
 pub mod prr;
+// Wired into the connection once issue 12's split of connection.rs lands.
+#[allow(dead_code)]
+mod rack;
+#[allow(dead_code)]
+pub mod rate;
 mod recv_buffer;
 mod rtt;
 pub mod sack;
 mod send_buffer;
+#[allow(dead_code)]
+mod sent;
 mod time_wait;
 pub mod timestamps;
 
@@ -182,6 +189,9 @@ pub struct Config {
     pub timestamps: bool,
     /// The congestion control algorithm of new connections (Linux's tcp_congestion_control).
     pub congestion: CongestionAlgorithm,
+    /// With SACK, detect losses by time (RACK, RFC 8985 §6) and send tail loss probes (§7)
+    /// instead of counting duplicate ACKs (RFC 6675), as Linux's tcp_recovery = 1.
+    pub rack: bool,
 }
 
 /// The congestion control algorithms a connection can run.
@@ -234,6 +244,7 @@ impl Default for Config {
             sack: true,
             timestamps: true,
             congestion: CongestionAlgorithm::default(),
+            rack: true,
         }
     }
 }
