@@ -7,10 +7,13 @@ use bytes::Bytes;
 
 use super::congestion::CongestionControl;
 use super::prr::{Prr, ReductionBound};
+use super::rack::{self, Rack, Tlp, TlpVerdict};
+use super::rate::RateEstimator;
 use super::recv_buffer::{self, RecvBuffer, MAX_WINDOW_SHIFT};
 use super::rtt::{RttEstimator, CLOCK_GRANULARITY};
 use super::sack::{self, NextSeg, SackBlocksBuilder, SackScoreboard, SackUpdate};
 use super::send_buffer::SendBuffer;
+use super::sent::SentLog;
 use super::time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
 use super::timestamps::{self, TimestampClock};
 use super::{
@@ -68,6 +71,12 @@ pub struct ConnectionStats {
     /// Retransmissions found lost during SACK recovery (data sent after them was SACKed) and
     /// sent again without waiting for the RTO.
     pub lost_retransmits: u64,
+    /// Tail loss probes sent (RFC 8985 §7).
+    pub tlps: u64,
+    /// Segments RACK found lost by time (RFC 8985 §6.2).
+    pub rack_losses: u64,
+    /// Retransmission timeouts F-RTO showed to be spurious and undid (RFC 5682).
+    pub spurious_rtos: u64,
     /// The congestion control algorithm the connection runs.
     pub congestion: CongestionAlgorithm,
     /// Both SYNs carried SACK-permitted (RFC 2018).
@@ -89,6 +98,19 @@ struct Timers {
     retransmit: Option<Instant>,
     persist: Option<Instant>,
     delayed_ack: Option<Instant>,
+    /// RACK's reordering timer (RFC 8985 §6.3).
+    reorder: Option<Instant>,
+    /// The tail loss probe timer, PTO (RFC 8985 §7.2).
+    loss_probe: Option<Instant>,
+}
+
+/// F-RTO (RFC 5682 §3.1, the SACK-enhanced variant) after a retransmission timeout.
+#[derive(Clone, Copy, Debug)]
+struct Frto {
+    /// "recover": SND.NXT when the timeout fired, then when new data went out in step 2b.
+    high_seq: SeqNum,
+    /// Step 2b sent (or may send) new data instead of retransmitting.
+    new_data: bool,
 }
 
 /// One TCB.
@@ -220,6 +242,14 @@ pub struct Connection {
     recovery_budget: u32,
     /// The last recovery's reduction may still be undone if D-SACKs prove it spurious.
     undo_armed: bool,
+    /// Every data segment sent and not yet cumulatively acknowledged.
+    sent: SentLog,
+    rate: RateEstimator,
+    rack: Rack,
+    tlp: Tlp,
+    /// The loss probe timer fired: the next transmission is the probe.
+    probe_pending: bool,
+    frto: Option<Frto>,
 
     time_wait: Option<TimeWait>,
     events: VecDeque<Event>,
@@ -304,6 +334,12 @@ impl Connection {
             prr: None,
             recovery_budget: 0,
             undo_armed: false,
+            sent: SentLog::new(),
+            rate: RateEstimator::new(now),
+            rack: Rack::new(iss),
+            tlp: Tlp::default(),
+            probe_pending: false,
+            frto: None,
             time_wait: None,
             events: VecDeque::with_capacity(8),
             error: None,
@@ -782,7 +818,9 @@ impl Connection {
         }
         let window = u32::from(header.window) << self.snd_shift;
         let flight_before = self.snd_nxt - self.snd_una;
+        self.rate.begin_ack(self.sent.in_flight());
         let sack = self.take_sack_blocks(header);
+        let original_delivered = self.take_delivered(header, &sack, now);
         // RFC 6937's DeliveredData; without SACK information a duplicate ACK stands for one
         // segment that left the network.
         let mut delivered = sack.delivered;
@@ -792,7 +830,8 @@ impl Connection {
         let duplicate = payload_len == 0
             && !header.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
             && window == self.snd_wnd;
-        if ack > self.snd_una {
+        let una_advanced = ack > self.snd_una;
+        if una_advanced {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
             self.take_rtt_sample(ack, header, now);
@@ -852,19 +891,40 @@ impl Connection {
             if header.options.sack_blocks().is_empty() {
                 delivered = self.send_mss;
             }
-            if !self.in_recovery && self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
+            // With RACK, SACKed data finds losses by time below; duplicate ACKs count only from
+            // a peer that sends no SACK blocks at all (a D-SACK reports no loss).
+            let counted = !self.rack_active()
+                || (header.options.sack_blocks().is_empty() && self.scoreboard.sacked_bytes() == 0);
+            if counted
+                && !self.in_recovery
+                && self.dup_acks == DUP_ACK_THRESHOLD
+                && ack >= self.recover
+            {
                 // RFC 6582 §3.2 steps 1–2, RFC 6675 §5 step (4).
                 self.enter_recovery(flight_before, now);
             }
         }
-        // RFC 6675 §5: IsLost(HighACK + 1) starts recovery too, whatever the duplicate ACKs
-        // (a receiver whose window moves sends none).
-        if self.sack_permitted
+        let plain_duplicate = !una_advanced && duplicate && header.options.sack_blocks().is_empty();
+        let dsack_end = sack.dsack.map(|block| block.end);
+        if self.tlp.on_ack(self.snd_una, dsack_end, plain_duplicate) == TlpVerdict::RepairedLoss
+            && !self.in_recovery
+        {
+            // RFC 8985 §7.4.2: the probe repaired a loss; reduce the window once (Linux's CWR).
+            self.cc.on_fast_retransmit(self.snd_nxt - self.snd_una, now);
+            self.cc.on_recovery_exit();
+        }
+        if self.rack_active() {
+            self.rack
+                .on_ack(sack.dsack.is_some(), self.snd_una, self.snd_nxt);
+            self.rack_detect_loss(now);
+        } else if self.sack_permitted
             && !self.in_recovery
             && ack >= self.recover
             && self.snd_una < self.snd_nxt
             && self.scoreboard.is_lost(self.snd_una)
         {
+            // RFC 6675 §5: IsLost(HighACK + 1) starts recovery too, whatever the duplicate ACKs
+            // (a receiver whose window moves sends none).
             self.enter_recovery(self.snd_nxt - self.snd_una, now);
         }
         if self.in_recovery {
@@ -877,7 +937,187 @@ impl Connection {
         {
             self.update_send_window(window, header.seq, ack);
         }
+        // After the window update: step 2b of F-RTO asks whether it admits new data.
+        if self.frto.is_some() {
+            self.frto_on_ack(
+                una_advanced,
+                original_delivered,
+                duplicate || sack.newly_sacked > 0,
+            );
+        }
+        if let Some(sample) = self.rate.finish_ack(self.rack.min_rtt(), now) {
+            self.cc.on_rate_sample(&sample, self.sent.in_flight(), now);
+        }
+        self.arm_loss_probe(now);
         true
+    }
+
+    /// RACK-TLP runs where Linux's tcp_recovery = 1 runs it: configured, and with SACK.
+    fn rack_active(&self) -> bool {
+        self.config.rack && self.sack_permitted
+    }
+
+    /// Updates the sent-segment log with what the ACK newly acknowledged or SACKed, feeding the
+    /// delivery-rate estimator and RACK (RFC 8985 §6.1) with each segment. Returns whether data
+    /// never retransmitted, sent before the last RTO, was among it (F-RTO, RFC 5682 §3.1).
+    fn take_delivered(&mut self, header: &TcpHeader, sack: &SackUpdate, now: Instant) -> bool {
+        let frto_high = self.frto.map(|frto| frto.high_seq);
+        // SACK blocks cover data only: one that reaches the FIN we sent takes the FIN too,
+        // which arrived in the same segment.
+        let fin_seq = self.fin_seq();
+        let fin_sent = self.fin_queued && self.snd_nxt == fin_seq + 1u32;
+        let mut original = false;
+        let (rate, rack) = (&mut self.rate, &mut self.rack);
+        let mut on_delivered = |segment: &super::sent::SentSegment| {
+            rate.on_delivered(
+                segment.len(),
+                &segment.rate,
+                segment.xmit_time,
+                segment.retransmitted,
+                now,
+            );
+            rack.on_delivered(segment, now);
+            original |= !segment.retransmitted && frto_high.is_some_and(|high| segment.end <= high);
+        };
+        if header.ack > self.snd_una {
+            self.sent.on_cumulative_ack(header.ack, &mut on_delivered);
+        }
+        if self.sack_permitted {
+            let blocks = header.options.sack_blocks();
+            let blocks = if sack.dsack.is_some() {
+                &blocks[1..]
+            } else {
+                blocks
+            };
+            for &block in blocks {
+                let mut block = block;
+                if fin_sent && block.end == fin_seq {
+                    block.end = fin_seq + 1u32;
+                }
+                self.sent.on_sack(block, &mut on_delivered);
+            }
+        }
+        original
+    }
+
+    /// RACK_detect_loss_and_arm_timer() (RFC 8985 §6.2 step 5, §6.3): marks what is lost by
+    /// time, starts recovery for it, and arms the reordering timer for what may still arrive.
+    fn rack_detect_loss(&mut self, now: Instant) {
+        let dupthresh_sacked = self.sent.sacked_bytes() > (sack::DUP_THRESH - 1) * self.send_mss;
+        let in_recovery = self.in_recovery || self.snd_una < self.recover;
+        let reo_wnd = self
+            .rack
+            .reo_wnd(in_recovery, dupthresh_sacked, self.rtt.srtt());
+        let (rate, stats) = (&mut self.rate, &mut self.stats);
+        self.timers.reorder = self
+            .rack
+            .detect_loss(&mut self.sent, reo_wnd, now, |segment| {
+                rate.on_lost(segment.len());
+                stats.rack_losses += 1;
+                if segment.retransmitted {
+                    stats.lost_retransmits += 1;
+                }
+            });
+        if self.sent.lost_bytes() > 0
+            && !self.in_recovery
+            && self.snd_una >= self.recover
+            && self.frto.is_none()
+        {
+            self.enter_recovery(self.snd_nxt - self.snd_una, now);
+        }
+    }
+
+    /// RFC 5682 §3.1 steps 2 and 3, on each ACK after a timeout; Linux's tcp_process_loss.
+    fn frto_on_ack(&mut self, una_advanced: bool, original_delivered: bool, duplicate: bool) {
+        let Some(mut frto) = self.frto else {
+            return;
+        };
+        if original_delivered {
+            // Step 3b (and, as Linux, already at step 2): data never retransmitted arrived, so
+            // not everything sent before the timeout was lost.
+            self.undo_spurious_rto();
+            return;
+        }
+        if self.snd_una >= frto.high_seq && !frto.new_data {
+            // The retransmissions covered everything: an ordinary RTO recovery.
+            self.frto = None;
+            return;
+        }
+        if frto.new_data {
+            if duplicate {
+                // Step 3a: the new data is SACKed, the old is not: the loss was real.
+                self.frto = None;
+                self.tx_next = self.snd_una;
+            }
+            return;
+        }
+        if una_advanced {
+            // Step 2b: the retransmission arrived; send new data instead of more old data, if
+            // there is any the window admits, and decide on the next ACK. Without new data
+            // (a full send buffer the application refills only now) the go-back-N goes on,
+            // and data never retransmitted acknowledged later still proves the timeout
+            // spurious, as in Linux.
+            let data_end = self.send_buf_seq + self.send_buf.len();
+            if self.snd_nxt < data_end && self.snd_nxt < self.snd_una + self.snd_wnd {
+                frto.high_seq = self.snd_nxt;
+                frto.new_data = true;
+                self.tx_next = self.snd_nxt;
+                self.frto = Some(frto);
+            }
+        }
+    }
+
+    /// F-RTO found the timeout spurious: undo its window reduction (RFC 5682 §3.2 with RFC 9438
+    /// §4.9) and its go-back-N; nothing was lost.
+    fn undo_spurious_rto(&mut self) {
+        self.frto = None;
+        self.cc.on_spurious_congestion();
+        self.recover = self.snd_una;
+        self.tx_next = self.snd_nxt;
+        self.sent.clear_lost();
+        self.stats.spurious_rtos += 1;
+    }
+
+    /// RFC 8985 §7.2: (re)arms the probe timer while data is in flight, nothing is being
+    /// recovered and no probe is outstanding; disarms it otherwise.
+    fn arm_loss_probe(&mut self, now: Instant) {
+        let eligible = self.rack_active()
+            && matches!(
+                self.state,
+                State::Established
+                    | State::CloseWait
+                    | State::FinWait1
+                    | State::Closing
+                    | State::LastAck
+            )
+            && !self.in_recovery
+            && self.snd_una >= self.recover
+            && self.frto.is_none()
+            && !self.tlp.outstanding()
+            && self.snd_una < self.snd_nxt;
+        self.timers.loss_probe = None;
+        if !eligible {
+            return;
+        }
+        let rto_remaining = self
+            .timers
+            .retransmit
+            .map_or(self.rtt.rto(), |at| at.saturating_duration_since(now));
+        let one_segment = self.sent.in_flight() <= self.send_mss;
+        // The peer's largest ACK delay is unknown; assume it delays as this stack does (40 ms,
+        // Linux's minimum delayed-ACK timeout) rather than RFC 8985's worst case of 200 ms,
+        // which the 200 ms minimum RTO would always beat. A probe that comes too early costs
+        // one segment, which the peer's D-SACK reports.
+        let pto = rack::probe_timeout(
+            self.rtt.srtt(),
+            one_segment,
+            self.config.delayed_ack,
+            rto_remaining,
+        );
+        // When the RTO comes first anyway, it does the job.
+        if pto < rto_remaining {
+            self.timers.loss_probe = Some(now + pto);
+        }
     }
 
     /// Feeds the ACK and its SACK blocks to the scoreboard (RFC 6675 Update(), RFC 2883 D-SACK).
@@ -894,7 +1134,10 @@ impl Connection {
         if update.spurious_retransmission {
             self.stats.spurious_retransmits += 1;
         }
-        self.stats.lost_retransmits += u64::from(update.lost_retransmissions);
+        // With RACK, lost retransmissions are counted as RACK finds them.
+        if !self.rack_active() {
+            self.stats.lost_retransmits += u64::from(update.lost_retransmissions);
+        }
         update
     }
 
@@ -924,8 +1167,11 @@ impl Connection {
             ReductionBound::SlowStart,
         ));
         self.recovery_budget = 0;
-        // A peer that negotiated SACK but sends no blocks gets RFC 6582's recovery.
-        self.sack_recovery = self.sack_permitted && self.scoreboard.sacked_bytes() > 0;
+        // A peer that negotiated SACK but sends no blocks gets RFC 6582's recovery, unless RACK
+        // found the loss (then the log of sent segments says what to retransmit).
+        self.sack_recovery = self.sack_permitted
+            && (self.scoreboard.sacked_bytes() > 0
+                || (self.rack_active() && self.sent.lost_bytes() > 0));
         if self.sack_recovery {
             self.scoreboard.enter_recovery(self.snd_nxt);
             self.stats.sack_recoveries += 1;
@@ -937,6 +1183,7 @@ impl Connection {
 
     fn exit_recovery(&mut self) {
         self.cc.on_recovery_exit();
+        self.rack.on_recovery_exit();
         self.in_recovery = false;
         self.sack_recovery = false;
         self.prr = None;
@@ -945,7 +1192,10 @@ impl Connection {
 
     /// RFC 6937 §3.1, on every ACK during recovery: sndcnt from DeliveredData and pipe.
     fn prr_on_ack(&mut self, delivered: u32) {
-        let pipe = if self.sack_recovery {
+        let pipe = if self.sack_recovery && self.rack_active() {
+            // RFC 8985 with RFC 6937: what is neither SACKed nor marked lost.
+            self.sent.in_flight()
+        } else if self.sack_recovery {
             self.scoreboard.pipe(self.snd_nxt)
         } else {
             // Without a scoreboard, each duplicate ACK since the last advance stands for a
@@ -1099,6 +1349,8 @@ impl Connection {
             self.timers.retransmit,
             self.timers.persist,
             self.timers.delayed_ack,
+            self.timers.reorder,
+            self.timers.loss_probe,
             self.keepalive_deadline(),
             self.user_timeout_deadline(),
             self.time_wait().map(|tw| tw.deadline),
@@ -1130,6 +1382,20 @@ impl Connection {
             if self.state == State::Closed {
                 return;
             }
+        }
+        if self.timers.reorder.is_some_and(|t| t <= now) {
+            // RFC 8985 §6.3: RACK_detect_loss() again once the reordering window has passed.
+            self.timers.reorder = None;
+            if self.rack_active() {
+                self.rack_detect_loss(now);
+                if self.in_recovery && self.sent.lost_bytes() > 0 {
+                    self.fast_retransmit_pending = true;
+                }
+            }
+        }
+        if self.timers.loss_probe.is_some_and(|t| t <= now) {
+            self.timers.loss_probe = None;
+            self.probe_pending = self.rack_active() && self.snd_una < self.snd_nxt;
         }
         if self.timers.persist.is_some_and(|t| t <= now) {
             self.on_persist_timeout(now);
@@ -1188,6 +1454,18 @@ impl Connection {
             // RFC 6675 §5.1: SACK recovery ends; the scoreboard stays, so that the go-back-N
             // retransmission skips what the peer SACKed.
             self.scoreboard.on_rto();
+            // RFC 8985 §6.3: everything not SACKed is lost; no probe is outstanding any more.
+            let lost = self.sent.mark_all_lost();
+            self.rate.on_lost(lost);
+            self.tlp.clear();
+            self.probe_pending = false;
+            self.timers.loss_probe = None;
+            self.timers.reorder = None;
+            // RFC 5682 §3.1 step 1: watch the next ACKs for proof the timeout was spurious.
+            self.frto = (self.sack_permitted && flight > 0).then_some(Frto {
+                high_seq: self.snd_nxt,
+                new_data: false,
+            });
             self.dup_acks = 0;
             self.fast_retransmit_pending = false;
             // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.
@@ -1270,8 +1548,19 @@ impl Connection {
             self.stats.bytes_out += segment.payload.len() as u64;
         } else {
             self.refresh_persist(now);
+            self.note_app_limited();
         }
         segment
+    }
+
+    /// draft-cheng-iccrg-delivery-rate-estimation §3.4: nothing left to send, the window not
+    /// full, nothing lost waiting: the application, not the network, limits the rate.
+    fn note_app_limited(&mut self) {
+        let data_end = self.send_buf_seq + self.send_buf.len();
+        let in_flight = self.sent.in_flight();
+        if self.tx_next >= data_end && in_flight < self.cc.window() && self.sent.lost_bytes() == 0 {
+            self.rate.on_app_limited(in_flight);
+        }
     }
 
     fn next_segment(&mut self, now: Instant) -> Option<Segment> {
@@ -1304,17 +1593,43 @@ impl Connection {
             }
             _ => {}
         }
-        if self.fast_retransmit_pending {
-            self.fast_retransmit_pending = false;
-            if self.snd_una < self.snd_nxt {
-                let end = self
-                    .snd_nxt
-                    .min(self.snd_una + self.send_mss)
-                    .min(self.next_sacked_start(self.snd_una));
-                return Some(self.retransmit(self.snd_una, end, false, now));
+        if self.probe_pending {
+            self.probe_pending = false;
+            if let Some(probe) = self.send_loss_probe(now) {
+                return Some(probe);
             }
         }
-        if self.sack_recovery && self.recovery_budget > 0 {
+        let rack = self.rack_active();
+        if self.fast_retransmit_pending {
+            self.fast_retransmit_pending = false;
+            // With RACK, the first segment it found lost; otherwise SND.UNA's.
+            let start = match self.sent.first_lost() {
+                Some((start, _)) if rack && self.in_recovery => Some(start),
+                _ => (self.snd_una < self.snd_nxt).then_some(self.snd_una),
+            };
+            if let Some(start) = start {
+                return Some(self.retransmit_one(start, now));
+            }
+        }
+        if rack && self.sack_recovery && self.recovery_budget > 0 {
+            // RFC 8985 §6.2 with RFC 6937: what RACK marked lost, then new data.
+            if let Some((start, _)) = self.sent.first_lost() {
+                return Some(self.retransmit_one(start, now));
+            }
+        } else if rack && !self.in_recovery && self.snd_una < self.recover && self.frto.is_none() {
+            // After an RTO, what RACK finds lost again behind the go-back-N point goes out
+            // again as the window allows.
+            if let Some((start, _)) = self
+                .sent
+                .first_lost()
+                .filter(|(start, _)| *start < self.tx_next)
+            {
+                let in_flight = self.sent.in_flight();
+                if in_flight == 0 || in_flight + self.send_mss <= self.cc.window() {
+                    return Some(self.retransmit_one(start, now));
+                }
+            }
+        } else if self.sack_recovery && self.recovery_budget > 0 {
             // RFC 6675 §5 step (C): holes first, then new data, then the rescue retransmission.
             let can_send_new_data = self.next_data_end().is_some();
             match self.scoreboard.next_seg(self.snd_nxt, can_send_new_data) {
@@ -1364,10 +1679,54 @@ impl Connection {
         None
     }
 
+    /// One segment from `start`: at most an MSS, and not into data the peer SACKed.
+    fn retransmit_one(&mut self, start: SeqNum, now: Instant) -> Segment {
+        let end = self
+            .snd_nxt
+            .min(start + self.send_mss)
+            .min(self.next_sacked_start(start));
+        self.retransmit(start, end, false, now)
+    }
+
+    /// RFC 8985 §7.3: the tail loss probe, a new segment if the peer's window admits one
+    /// (whatever cwnd says), else the last segment sent again; then the RTO is re-armed.
+    fn send_loss_probe(&mut self, now: Instant) -> Option<Segment> {
+        if !self.rack_active() || self.snd_una == self.snd_nxt || self.tlp.outstanding() {
+            return None;
+        }
+        let new_data = (self.tx_next == self.snd_nxt)
+            .then(|| self.next_data_end_within(self.snd_una + self.snd_wnd, true))
+            .flatten();
+        let segment = match new_data {
+            Some(end) => {
+                let start = self.tx_next;
+                let segment = self.send_range(start, end, now);
+                self.tlp.on_probe_sent(self.snd_nxt, false);
+                segment
+            }
+            None => {
+                let last = *self.sent.last()?;
+                let segment = self.retransmit(last.start, last.end, false, now);
+                self.tlp.on_probe_sent(self.snd_nxt, true);
+                segment
+            }
+        };
+        self.stats.tlps += 1;
+        self.timers.retransmit = Some(now + self.rtt.rto());
+        Some(segment)
+    }
+
     /// Where the next data (or FIN) segment starting at `tx_next` should end, if one may be sent
     /// now: the usable window (RFC 9293 §3.8.6), sender SWS avoidance (§3.8.6.2.1) and Nagle
     /// (§3.7.4). Retransmissions after an RTO skip the last two.
     fn next_data_end(&self) -> Option<SeqNum> {
+        let window_end = (self.snd_una + self.snd_wnd).min(self.congestion_window_end());
+        self.next_data_end_within(window_end, self.sws_override)
+    }
+
+    /// [`Self::next_data_end`] for a window ending at `window_end`; `override_sws` sends a short
+    /// segment regardless of SWS avoidance and Nagle.
+    fn next_data_end_within(&self, window_end: SeqNum, override_sws: bool) -> Option<SeqNum> {
         if !matches!(
             self.state,
             State::Established
@@ -1388,7 +1747,6 @@ impl Connection {
         if unsent == 0 {
             return fin_to_send.then_some(data_end + 1u32);
         }
-        let window_end = (self.snd_una + self.snd_wnd).min(self.congestion_window_end());
         let usable = if window_end > self.tx_next {
             window_end - self.tx_next
         } else {
@@ -1408,7 +1766,7 @@ impl Connection {
             }
         };
         let retransmission = self.tx_next < self.snd_nxt;
-        if len == self.send_mss || retransmission || self.sws_override {
+        if len == self.send_mss || retransmission || override_sws {
             return Some(with_fin(end));
         }
         let in_flight = self.snd_nxt != self.snd_una;
@@ -1528,7 +1886,10 @@ impl Connection {
         if start == self.tx_next {
             self.tx_next = end;
         }
-        if end > self.snd_nxt {
+        let tx_state = self.rate.on_send(self.sent.in_flight(), end - start, now);
+        self.sent.on_transmit(start, end, tx_state, now);
+        let new_data = end > self.snd_nxt;
+        if new_data {
             if self.rtt_sample.is_none() && start >= self.snd_nxt {
                 self.rtt_sample = Some((end, now));
             }
@@ -1539,6 +1900,9 @@ impl Connection {
         }
         if self.stalled_since.is_none() {
             self.stalled_since = Some(now);
+        }
+        if new_data {
+            self.arm_loss_probe(now);
         }
         Segment { header, payload }
     }
@@ -2056,6 +2420,17 @@ impl Connection {
         );
         assert!(!self.sack_recovery || self.in_recovery);
         assert!(self.sack_permitted || self.scoreboard.sacked().is_empty());
+        self.sent.check_invariants();
+        if let (Some(first), Some(last)) = (self.sent.iter().next(), self.sent.last()) {
+            assert!(
+                first.start >= self.snd_una,
+                "the sent log reaches below SND.UNA"
+            );
+            assert!(
+                last.end <= self.snd_nxt,
+                "the sent log reaches beyond SND.NXT"
+            );
+        }
         self.scoreboard.check_invariants(self.snd_nxt);
         assert!(
             self.scoreboard

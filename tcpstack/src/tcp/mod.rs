@@ -57,16 +57,12 @@ pub mod congestion;
 mod connection;
 mod isn;
 pub mod prr;
-// Wired into the connection once issue 12's split of connection.rs lands.
-#[allow(dead_code)]
 mod rack;
-#[allow(dead_code)]
 pub mod rate;
 mod recv_buffer;
 mod rtt;
 pub mod sack;
 mod send_buffer;
-#[allow(dead_code)]
 mod sent;
 mod time_wait;
 pub mod timestamps;

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::sent::{SentLog, SentSegment};
 use crate::wire::SeqNum;
 
-/// WCDelAckT of RFC 8985 §7.2: the worst-case delayed-ACK timer a one-segment flight may wait.
-pub(crate) const WORST_CASE_ACK_DELAY: Duration = Duration::from_millis(200);
+/// Slack added to 2·SRTT so that a probe never races the ACK it waits for on a very short
+/// path (Linux's TCP_TIMEOUT_MIN).
+const PTO_SLACK: Duration = Duration::from_millis(2);
 /// The PTO before any RTT sample (§7.2).
 const PTO_WITHOUT_RTT: Duration = Duration::from_secs(1);
 /// Recoveries a widened reordering window outlives (§6.2 step 4).
@@ -56,6 +57,7 @@ impl Rack {
         self.min_rtt
     }
 
+    #[cfg(test)]
     pub(crate) fn reordering_seen(&self) -> bool {
         self.reordering_seen
     }
@@ -231,16 +233,18 @@ impl Tlp {
     }
 }
 
-/// §7.2 calc_PTO(): 2·SRTT, plus WCDelAckT when only one segment is in flight (its ACK may be
-/// delayed), 1 s before any RTT sample; never later than the RTO would fire.
+/// §7.2 calc_PTO(): 2·SRTT, plus the peer's `max_ack_delay` (RFC 8985's WCDelAckT) when only
+/// one segment is in flight (its ACK may be delayed) and otherwise a 2 ms slack as Linux, 1 s
+/// before any RTT sample; never later than the RTO would fire.
 pub(crate) fn probe_timeout(
     srtt: Option<Duration>,
     one_segment_in_flight: bool,
+    max_ack_delay: Duration,
     rto_remaining: Duration,
 ) -> Duration {
     let pto = match srtt {
-        Some(srtt) if one_segment_in_flight => srtt * 2 + WORST_CASE_ACK_DELAY,
-        Some(srtt) => srtt * 2,
+        Some(srtt) if one_segment_in_flight => srtt * 2 + max_ack_delay,
+        Some(srtt) => srtt * 2 + PTO_SLACK,
         None => PTO_WITHOUT_RTT,
     };
     pto.min(rto_remaining)
@@ -398,13 +402,17 @@ mod tests {
     }
 
     #[test]
-    fn probe_timeout_is_two_srtt_plus_ack_delay_for_one_segment() {
+    fn probe_timeout_is_two_srtt_plus_the_ack_delay_for_one_segment() {
         let rto = Duration::from_secs(1);
-        assert_eq!(probe_timeout(Some(ms(10)), false, rto), ms(20));
-        assert_eq!(probe_timeout(Some(ms(10)), true, rto), ms(220));
-        assert_eq!(probe_timeout(None, false, rto), Duration::from_secs(1));
+        let delack = ms(40);
+        assert_eq!(probe_timeout(Some(ms(10)), false, delack, rto), ms(22));
+        assert_eq!(probe_timeout(Some(ms(10)), true, delack, rto), ms(60));
         assert_eq!(
-            probe_timeout(Some(ms(300)), false, ms(400)),
+            probe_timeout(None, false, delack, rto),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            probe_timeout(Some(ms(300)), false, delack, ms(400)),
             ms(400),
             "capped by the RTO"
         );

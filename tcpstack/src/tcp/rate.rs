@@ -95,10 +95,6 @@ impl RateEstimator {
         }
     }
 
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered
-    }
-
     pub(crate) fn is_app_limited(&self) -> bool {
         self.app_limited != 0
     }

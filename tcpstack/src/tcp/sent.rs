@@ -47,6 +47,7 @@ impl SentLog {
         Self::default()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
@@ -55,6 +56,7 @@ impl SentLog {
         self.segments.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &SentSegment> {
         self.segments.iter()
     }
@@ -215,6 +217,18 @@ impl SentLog {
         (0..self.segments.len()).map(|i| self.mark_lost(i)).sum()
     }
 
+    /// A spurious RTO was undone: nothing is lost after all (Linux's tcp_undo_cwnd_reduction
+    /// with unmark_loss).
+    pub(crate) fn clear_lost(&mut self) {
+        if self.lost == 0 {
+            return;
+        }
+        for segment in &mut self.segments {
+            segment.lost = false;
+        }
+        self.lost = 0;
+    }
+
     /// The lowest range marked lost and not yet sent again.
     pub(crate) fn first_lost(&self) -> Option<(SeqNum, SeqNum)> {
         if self.lost == 0 {
@@ -359,6 +373,9 @@ mod tests {
             log.on_sack(block(base, 3000, 4000), |_| {});
             assert_eq!(log.mark_all_lost(), 3 * MSS);
             assert_eq!(log.in_flight(), 0);
+            log.check_invariants();
+            log.clear_lost();
+            assert_eq!((log.lost_bytes(), log.in_flight()), (0, 3 * MSS));
             log.check_invariants();
         }
     }
