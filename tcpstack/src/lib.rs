@@ -3,6 +3,8 @@
 pub mod apps;
 pub mod endpoint;
 pub mod io;
+pub mod latency;
+pub mod net_traits;
 pub mod runtime;
 pub mod sim;
 pub mod tcp;

@@ -71,9 +71,6 @@ fn loss_lab_spec() -> LabSpec {
     .lossy()
 }
 
-/// The Debian packages the benchmark runs.
-const BENCH_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "iperf3"];
-
 /// Idle connections held open for the memory row.
 const IDLE_CONNECTIONS: usize = 10_000;
 
@@ -91,7 +88,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return procs::kernel_echo_server(addr);
     }
     require_root("cargo xtask bench (it creates network namespaces and attaches XDP)")?;
-    deps::apt(BENCH_PACKAGES)?;
+    deps::apt(deps::BENCH_PACKAGES)?;
     if !args.no_build {
         build()?;
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 
-use crate::{is_root, run, succeeds};
+use crate::{is_root, run_command, succeeds};
 
 /// Every Debian package a command of this repository uses.
 pub const ALL_PACKAGES: &[&str] = &[
@@ -22,6 +22,9 @@ pub const ALL_PACKAGES: &[&str] = &[
     "hping3",
     "python3",
 ];
+
+/// The Debian packages the benchmark runs (`cargo xtask bench`).
+pub const BENCH_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "iperf3"];
 
 /// What the lab itself needs (`cargo xtask lab`).
 pub const LAB_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables"];
@@ -59,11 +62,13 @@ pub fn apt(packages: &[&str]) -> Result<()> {
     }
     println!("xtask: installing missing packages: {}", missing.join(" "));
     if !APT_UPDATED.swap(true, Ordering::Relaxed) {
-        run(apt_get().arg("update"))?;
+        run_command(apt_get().arg("update"))?;
     }
-    run(apt_get()
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing))?;
+    run_command(
+        apt_get()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
     Ok(())
 }
 
@@ -86,7 +91,7 @@ pub fn ebpf_toolchain() -> Result<()> {
     let toolchains = crate::output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         println!("xtask: installing the nightly toolchain (the eBPF program needs -Z build-std)");
-        run(Command::new("rustup").args([
+        run_command(Command::new("rustup").args([
             "toolchain",
             "install",
             "nightly",
@@ -103,7 +108,7 @@ pub fn ebpf_toolchain() -> Result<()> {
     ]))?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         println!("xtask: adding rust-src to nightly (to build core for bpfel-unknown-none)");
-        run(Command::new("rustup").args([
+        run_command(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
@@ -115,7 +120,7 @@ pub fn ebpf_toolchain() -> Result<()> {
         println!(
             "xtask: installing bpf-linker 0.10.2 (links the eBPF object; takes a few minutes)"
         );
-        run(Command::new("cargo").args(["install", "bpf-linker@0.10.2", "--locked"]))?;
+        run_command(Command::new("cargo").args(["install", "bpf-linker@0.10.2", "--locked"]))?;
     }
     Ok(())
 }

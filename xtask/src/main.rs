@@ -129,7 +129,7 @@ fn build() -> Result<()> {
                 "bpfel-unknown-none",
                 "--release",
             ]);
-        run(&mut cmd)?;
+        run_command(&mut cmd)?;
     } else {
         println!(
             "xtask: warning: {EBPF_CRATE}/ is not in this checkout; the binary is built without \
@@ -142,7 +142,7 @@ fn build() -> Result<()> {
     if ebpf_object().exists() {
         cmd.env("TCPSTACK_EBPF_OBJECT", ebpf_object());
     }
-    run(&mut cmd)?;
+    run_command(&mut cmd)?;
     println!("xtask: built {}", tcpstack_bin().display());
     Ok(())
 }
@@ -208,7 +208,7 @@ fn test(args: TestArgs) -> Result<()> {
     )?;
     deps::apt(deps::ALL_PACKAGES)?;
     step("unit and simulation tests (cargo test --workspace)");
-    run(cargo().args(["test", "--workspace"]))?;
+    run_command(cargo().args(["test", "--workspace"]))?;
     build()?;
     sweep()?;
     step("integration tests as root, one at a time (cargo test --workspace -- --ignored --test-threads=1)");
@@ -226,7 +226,7 @@ fn test(args: TestArgs) -> Result<()> {
     if let Some(filter) = &args.filter {
         cmd.arg(filter);
     }
-    let result = run(&mut cmd);
+    let result = run_command(&mut cmd);
     let leftovers = sweep()?;
     result?;
     if !leftovers.is_empty() {
@@ -269,7 +269,7 @@ pub fn require_root(what: &str) -> Result<()> {
 }
 
 /// Runs a command with inherited output; an error naming it and what to do when it fails.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub fn run_command(cmd: &mut Command) -> Result<()> {
     let shown = tcpstack_integration::describe(cmd);
     println!("+ {shown}");
     let status = cmd

@@ -19,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use super::latency::{self, LatencyReport};
 use super::{AppStream, Connector};
+use crate::latency::{self, LatencyReport};
 
 /// How long a transaction or the final drain may outlast the run before it counts as failed.
 const GRACE: Duration = Duration::from_secs(5);

@@ -7,16 +7,21 @@
 //! [`Endpoint::poll_event`] until `None` after each of those and after using a connection through
 //! [`Endpoint::connection_mut`]. Every operation costs O(log n) in the number of connections: the
 //! timers sit in one heap, and only connections that were touched are looked at again.
+//!
+//! Files: the table and timers here; the compact TIME-WAIT table in time_wait_table.rs;
+//! listeners, their queues and SYN cookies in listener.rs (the cookie encoding in cookie.rs);
+//! counters in stats.rs; handshake latency and segment tracing in trace.rs.
 
 mod cookie;
+mod listener;
 mod stats;
+mod time_wait_table;
 mod trace;
 
 pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
 pub use trace::{HandshakeLatency, HandshakeReport, SEGMENT_RX_TARGET, SEGMENT_TX_TARGET};
 
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -26,12 +31,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::tcp::{
-    self, Connection, Event, FourTuple, IsnGenerator, ListenAction, Segment, State, TimeWait,
-    TimeWaitOutcome, TimestampClock,
+    self, Connection, Event, FourTuple, IsnGenerator, Segment, State, TimeWait, TimeWaitOutcome,
 };
-use crate::wire::{self, SeqNum, TcpFlags, TcpHeader, TcpOptions};
+use crate::wire::{self, SeqNum, TcpHeader};
 
-use cookie::{CookieJar, CookieOptions};
+use cookie::CookieJar;
+use time_wait_table::TimeWaitTable;
 use trace::ConnectionTrace;
 
 /// How long a TIME-WAIT entry with timestamps must have heard nothing before an active open may
@@ -132,24 +137,14 @@ struct Listener {
     accept_queue: VecDeque<ConnectionHandle>,
 }
 
-struct TimeWaitSlot {
-    record: TimeWait,
-    timer_generation: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TimerTarget {
-    Connection(ConnectionHandle),
-    TimeWait(FourTuple),
-}
-
-/// A timer in the heap. Stale entries (the owner re-armed or was freed) are skipped when they
-/// surface: an entry is live only while its generation is the one its owner recorded.
+/// A connection's timer in the heap. Stale entries (the connection re-armed or was freed) are
+/// skipped when they surface: an entry is live only while its generation is the one its
+/// connection recorded.
 #[derive(Debug, PartialEq, Eq)]
 struct TimerEntry {
     deadline: Instant,
     generation: u64,
-    target: TimerTarget,
+    handle: ConnectionHandle,
 }
 
 impl PartialOrd for TimerEntry {
@@ -186,10 +181,12 @@ pub struct Endpoint {
     next_handle: u64,
     next_timer_generation: u64,
     ip_identification: u16,
-    connections: HashMap<ConnectionHandle, Slot>,
+    /// Boxed: a hash table keeps up to twice its entries' size in empty buckets, and a slot is
+    /// large, so the table holds pointers and an idle connection costs about its own size.
+    connections: HashMap<ConnectionHandle, Box<Slot>>,
     by_tuple: HashMap<FourTuple, ConnectionHandle>,
     listeners: HashMap<SocketAddrV4, Listener>,
-    time_wait: HashMap<FourTuple, TimeWaitSlot>,
+    time_wait: TimeWaitTable,
     timers: BinaryHeap<TimerEntry>,
     /// Connections to look at again: events, state changes, timers.
     touched: VecDeque<ConnectionHandle>,
@@ -211,6 +208,7 @@ impl Endpoint {
         let mut rng = SmallRng::seed_from_u64(seed);
         let isn = IsnGenerator::from_seed(rng.gen(), now);
         let cookies = CookieJar::new(rng.gen(), now);
+        let time_wait = TimeWaitTable::new(now, config.connection.msl * 2);
         Endpoint {
             config,
             local_addr,
@@ -225,7 +223,7 @@ impl Endpoint {
             connections: HashMap::new(),
             by_tuple: HashMap::new(),
             listeners: HashMap::new(),
-            time_wait: HashMap::new(),
+            time_wait,
             timers: BinaryHeap::new(),
             touched: VecDeque::new(),
             sending: VecDeque::new(),
@@ -244,46 +242,6 @@ impl Endpoint {
 
     pub fn config(&self) -> &EndpointConfig {
         &self.config
-    }
-
-    /// Listens on `addr`; an unspecified IP (0.0.0.0) listens on the endpoint's address.
-    pub fn listen(&mut self, addr: SocketAddrV4) -> Result<(), EndpointError> {
-        match self.listeners.entry(addr) {
-            Entry::Occupied(_) => Err(EndpointError::AddrInUse),
-            Entry::Vacant(entry) => {
-                entry.insert(Listener {
-                    half_open: 0,
-                    accept_queue: VecDeque::new(),
-                });
-                Ok(())
-            }
-        }
-    }
-
-    /// Stops listening on `addr`. Connections already opened through it live on; those not yet
-    /// accepted are reset.
-    pub fn unlisten(&mut self, addr: SocketAddrV4) -> Result<(), EndpointError> {
-        if self.listeners.remove(&addr).is_none() {
-            return Err(EndpointError::UnknownConnection);
-        }
-        let mut orphans: Vec<ConnectionHandle> = self
-            .connections
-            .iter()
-            .filter(
-                |(_, slot)| matches!(slot.role, Role::HalfOpen(a) | Role::Queued(a) if a == addr),
-            )
-            .map(|(&handle, _)| handle)
-            .collect();
-        // In handle order, so that runs replay exactly (HashMap order is random).
-        orphans.sort_unstable();
-        for handle in orphans {
-            if let Some(slot) = self.connections.get_mut(&handle) {
-                slot.role = Role::Orphan;
-                slot.conn.abort();
-                self.touch(handle);
-            }
-        }
-        Ok(())
     }
 
     /// Active open from an ephemeral port (RFC 6056 §3.3.1: a random starting point, then the
@@ -333,22 +291,6 @@ impl Endpoint {
         conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
         self.stats.active_opens += 1;
         Ok(self.insert(conn, Role::Active, isn))
-    }
-
-    /// Takes the next established connection queued on a listener.
-    pub fn accept(&mut self, listener: SocketAddrV4) -> Option<ConnectionHandle> {
-        self.sync_touched();
-        let handle = self
-            .listeners
-            .get_mut(&listener)?
-            .accept_queue
-            .pop_front()?;
-        let slot = self.connections.get_mut(&handle)?;
-        slot.role = Role::Accepted;
-        self.events
-            .push_back(EndpointEvent::Connection(handle, Event::Connected));
-        self.touch(handle);
-        Some(handle)
     }
 
     /// A connection, for `send`, `recv`, `close` and the like. The endpoint looks at it again on
@@ -473,34 +415,18 @@ impl Endpoint {
             let Some(entry) = self.timers.pop() else {
                 break;
             };
-            match entry.target {
-                TimerTarget::Connection(handle) => {
-                    let Some(slot) = self.connections.get_mut(&handle) else {
-                        continue;
-                    };
-                    if slot.timer.map(|(_, g)| g) != Some(entry.generation) {
-                        continue;
-                    }
-                    slot.timer = None;
-                    slot.conn.handle_timeout(now);
-                    self.touch(handle);
-                }
-                TimerTarget::TimeWait(tuple) => {
-                    let Some(tw) = self.time_wait.get(&tuple) else {
-                        continue;
-                    };
-                    if tw.timer_generation != entry.generation {
-                        continue;
-                    }
-                    if tw.record.is_expired(now) {
-                        self.time_wait.remove(&tuple);
-                    } else {
-                        let deadline = tw.record.deadline;
-                        self.arm_time_wait(tuple, deadline);
-                    }
-                }
+            let handle = entry.handle;
+            let Some(slot) = self.connections.get_mut(&handle) else {
+                continue;
+            };
+            if slot.timer.map(|(_, g)| g) != Some(entry.generation) {
+                continue;
             }
+            slot.timer = None;
+            slot.conn.handle_timeout(now);
+            self.touch(handle);
         }
+        self.time_wait.expire(now);
         self.sync_touched();
     }
 
@@ -547,6 +473,10 @@ impl Endpoint {
     /// returned false: a connection learns some deadlines (the RTO) only when it transmits.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let heap = self.timers.peek().map(|t| t.deadline);
+        let heap = match (heap, self.time_wait.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Touched connections may have moved their deadlines since the heap saw them.
         let touched = self
             .touched
@@ -569,7 +499,7 @@ impl Endpoint {
     /// The old connection's SND.NXT when `tuple`'s TIME-WAIT entry may be reused by an active
     /// open now (see [`Self::connect`]).
     fn reusable_time_wait(&self, tuple: &FourTuple, now: Instant) -> Option<SeqNum> {
-        let record = self.time_wait.get(tuple)?.record;
+        let record = self.time_wait.get(tuple)?;
         record.timestamps?;
         let quiet_since = record.deadline.checked_sub(record.duration)?;
         let reusable = now.saturating_duration_since(quiet_since) >= TIME_WAIT_REUSE_AFTER
@@ -580,15 +510,8 @@ impl Endpoint {
 
     fn tuple_is_free(&self, tuple: &FourTuple) -> bool {
         !self.by_tuple.contains_key(tuple)
-            && !self.time_wait.contains_key(tuple)
+            && !self.time_wait.contains(tuple)
             && self.listener_for(tuple.local).is_none()
-    }
-
-    fn listener_for(&self, local: SocketAddrV4) -> Option<SocketAddrV4> {
-        let wildcard = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port());
-        [local, wildcard]
-            .into_iter()
-            .find(|addr| self.listeners.contains_key(addr))
     }
 
     fn insert(&mut self, conn: Connection, role: Role, isn: SeqNum) -> ConnectionHandle {
@@ -598,14 +521,14 @@ impl Endpoint {
         let trace = ConnectionTrace::new(&conn, isn, role != Role::Active, self.now);
         self.connections.insert(
             handle,
-            Slot {
+            Box::new(Slot {
                 conn,
                 role,
                 timer: None,
                 touched: false,
                 sending: false,
                 trace,
-            },
+            }),
         );
         self.touch(handle);
         handle
@@ -693,40 +616,12 @@ impl Endpoint {
                     self.timers.push(TimerEntry {
                         deadline,
                         generation,
-                        target: TimerTarget::Connection(handle),
+                        handle,
                     });
                     (deadline, generation)
                 });
             }
         }
-    }
-
-    /// A passive connection completed its handshake: from the half-open to the accept queue.
-    fn promote(
-        listeners: &mut HashMap<SocketAddrV4, Listener>,
-        events: &mut VecDeque<EndpointEvent>,
-        stats: &mut EndpointStats,
-        handle: ConnectionHandle,
-        slot: &mut Slot,
-        listener_addr: SocketAddrV4,
-        backlog: usize,
-    ) {
-        let Some(listener) = listeners.get_mut(&listener_addr) else {
-            slot.role = Role::Orphan;
-            slot.conn.abort();
-            return;
-        };
-        listener.half_open = listener.half_open.saturating_sub(1);
-        if listener.accept_queue.len() >= backlog {
-            // Linux's tcp_abort_on_overflow: the handshake cannot be undone, so refuse loudly.
-            stats.drops.accept_queue_full += 1;
-            slot.role = Role::Orphan;
-            slot.conn.abort();
-            return;
-        }
-        listener.accept_queue.push_back(handle);
-        slot.role = Role::Queued(listener_addr);
-        events.push_back(EndpointEvent::Incoming(listener_addr));
     }
 
     /// Removes a connection from every table, keeping what it still has to send; with a
@@ -752,6 +647,8 @@ impl Endpoint {
             }
         }
         self.by_tuple.remove(&tuple);
+        shrink_if_sparse(&mut self.connections);
+        shrink_if_sparse(&mut self.by_tuple);
         match slot.role {
             Role::HalfOpen(addr) => {
                 if let Some(listener) = self.listeners.get_mut(&addr) {
@@ -774,44 +671,17 @@ impl Endpoint {
         self.stats.connections_closed += 1;
         if let Some(record) = time_wait {
             self.stats.time_wait_entries += 1;
-            let deadline = record.deadline;
-            self.time_wait.insert(
-                tuple,
-                TimeWaitSlot {
-                    record,
-                    timer_generation: 0,
-                },
-            );
-            self.arm_time_wait(tuple, deadline);
-        }
-    }
-
-    fn arm_time_wait(&mut self, tuple: FourTuple, deadline: Instant) {
-        let generation = self.next_timer_generation;
-        self.next_timer_generation += 1;
-        if let Some(tw) = self.time_wait.get_mut(&tuple) {
-            tw.timer_generation = generation;
-            self.timers.push(TimerEntry {
-                deadline,
-                generation,
-                target: TimerTarget::TimeWait(tuple),
-            });
+            self.time_wait.insert(&record, self.now);
         }
     }
 
     /// Pops dead entries off the top of the heap, so that `poll_timeout` sees a live one.
     fn discard_stale_timers(&mut self) {
         while let Some(top) = self.timers.peek() {
-            let live = match top.target {
-                TimerTarget::Connection(handle) => self
-                    .connections
-                    .get(&handle)
-                    .is_some_and(|slot| slot.timer.map(|(_, g)| g) == Some(top.generation)),
-                TimerTarget::TimeWait(tuple) => self
-                    .time_wait
-                    .get(&tuple)
-                    .is_some_and(|tw| tw.timer_generation == top.generation),
-            };
+            let live = self
+                .connections
+                .get(&top.handle)
+                .is_some_and(|slot| slot.timer.map(|(_, g)| g) == Some(top.generation));
             if live {
                 break;
             }
@@ -828,20 +698,17 @@ impl Endpoint {
         payload_len: usize,
         now: Instant,
     ) -> bool {
-        let Some(tw) = self.time_wait.get_mut(tuple) else {
+        let Some(mut record) = self.time_wait.get(tuple) else {
             return false;
         };
-        let deadline_before = tw.record.deadline;
-        match tw.record.handle_segment(header, payload_len, now) {
+        match record.handle_segment(header, payload_len, now) {
             TimeWaitOutcome::Drop => {
                 self.stats.drops.time_wait += 1;
             }
             TimeWaitOutcome::Reply(reply) => {
-                let deadline = tw.record.deadline;
+                // A retransmitted FIN restarts 2·MSL and refreshes TS.Recent.
+                self.time_wait.insert(&record, now);
                 self.queue_reply(tuple, reply);
-                if deadline != deadline_before {
-                    self.arm_time_wait(*tuple, deadline);
-                }
             }
             TimeWaitOutcome::PawsRejected(reply) => {
                 self.paws_rejected_elsewhere += 1;
@@ -854,197 +721,6 @@ impl Endpoint {
             }
         }
         self.discard_stale_timers();
-        true
-    }
-
-    /// RFC 9293 §3.10.7.2, LISTEN.
-    fn handle_listen(
-        &mut self,
-        listener_addr: SocketAddrV4,
-        tuple: FourTuple,
-        header: &TcpHeader,
-        payload: &[u8],
-        now: Instant,
-    ) {
-        match tcp::listen_action(header, payload.len()) {
-            ListenAction::Drop => {
-                if header.flags.rst() {
-                    self.stats.drops.stray_reset += 1;
-                } else {
-                    self.stats.drops.listener_ignored += 1;
-                }
-            }
-            ListenAction::Reset(reset) => {
-                if !self.accept_cookie(listener_addr, tuple, header, payload, now) {
-                    self.stats.drops.bad_ack += 1;
-                    self.queue_reply(&tuple, reset);
-                }
-            }
-            ListenAction::Accept => {
-                let Some(listener) = self.listeners.get_mut(&listener_addr) else {
-                    return;
-                };
-                if listener.accept_queue.len() >= self.config.accept_backlog {
-                    self.stats.drops.accept_queue_full += 1;
-                    return;
-                }
-                if listener.half_open >= self.config.max_half_open {
-                    if self.config.syn_cookies {
-                        self.send_cookie(tuple, header, now);
-                    } else {
-                        self.stats.drops.half_open_full += 1;
-                    }
-                    return;
-                }
-                listener.half_open += 1;
-                let isn = self.isn.isn(&tuple, now);
-                let mut conn =
-                    Connection::accept(self.config.connection.clone(), tuple, header, isn, now);
-                conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
-                self.stats.passive_opens += 1;
-                self.insert(conn, Role::HalfOpen(listener_addr), isn);
-                self.sync_touched();
-            }
-        }
-    }
-
-    /// The connection settings for a connection opened by a SYN cookie. Without timestamps to
-    /// carry them (see cookie.rs), its SYN-ACK offers no window scale, SACK-permitted or
-    /// timestamps, so the connection completed from the cookie uses none either.
-    fn cookie_connection_config(&self, with_timestamps: bool) -> tcp::Config {
-        let config = self.config.connection.clone();
-        if with_timestamps {
-            return config;
-        }
-        tcp::Config {
-            window_scaling: false,
-            sack: false,
-            timestamps: false,
-            ..config
-        }
-    }
-
-    /// The SYN as a cookie remembers it: sequence number and MSS, and with timestamps the
-    /// options their TSval carries (`peer_tsval` becomes TS.Recent).
-    fn remembered_syn(
-        header: &TcpHeader,
-        peer_isn: SeqNum,
-        mss: u16,
-        timestamps: Option<(CookieOptions, u32)>,
-    ) -> TcpHeader {
-        let mut options = TcpOptions {
-            mss: Some(mss),
-            ..TcpOptions::default()
-        };
-        if let Some((remembered, peer_tsval)) = timestamps {
-            options.window_scale = remembered.window_scale;
-            options.sack_permitted = remembered.sack_permitted;
-            options.timestamps = Some(wire::Timestamps {
-                tsval: peer_tsval,
-                tsecr: 0,
-            });
-        }
-        TcpHeader {
-            src_port: header.src_port,
-            dst_port: header.dst_port,
-            seq: peer_isn,
-            flags: TcpFlags::SYN,
-            window: header.window,
-            options,
-            ..TcpHeader::default()
-        }
-    }
-
-    /// Answers a SYN with a SYN-ACK whose ISN is a cookie, keeping no state.
-    fn send_cookie(&mut self, tuple: FourTuple, syn: &TcpHeader, now: Instant) {
-        let peer_mss = syn.options.mss.unwrap_or(536);
-        let (isn, mss) = self.cookies.make(&tuple, syn.seq, peer_mss, now);
-        let config = &self.config.connection;
-        let timestamps = syn
-            .options
-            .timestamps
-            .filter(|_| config.timestamps)
-            .map(|ts| {
-                let options = CookieOptions {
-                    window_scale: syn.options.window_scale.filter(|_| config.window_scaling),
-                    sack_permitted: syn.options.sack_permitted && config.sack,
-                };
-                (options, ts.tsval)
-            });
-        let remembered = Self::remembered_syn(syn, syn.seq, mss, timestamps);
-        // The SYN-ACK a connection would send, without keeping the connection.
-        let mut conn = Connection::accept(
-            self.cookie_connection_config(timestamps.is_some()),
-            tuple,
-            &remembered,
-            isn,
-            now,
-        );
-        if let Some((options, _)) = timestamps {
-            let tsval = options.encode(self.isn.timestamp_clock(&tuple).tsval(now));
-            conn.set_timestamp_clock(TimestampClock::new(now, tsval));
-        }
-        if let Some(segment) = conn.poll_transmit(now) {
-            self.stats.syn_cookies_sent += 1;
-            self.last_cookie = Some(now);
-            self.queue_reply(&tuple, segment.header);
-        }
-    }
-
-    /// An ACK to a listener may complete a SYN-cookie handshake; true when it did.
-    fn accept_cookie(
-        &mut self,
-        listener_addr: SocketAddrV4,
-        tuple: FourTuple,
-        header: &TcpHeader,
-        payload: &[u8],
-        now: Instant,
-    ) -> bool {
-        let cookies_recently_sent = self
-            .last_cookie
-            .is_some_and(|t| now.saturating_duration_since(t) < cookie::MAX_LIFETIME);
-        if !self.config.syn_cookies || header.flags.syn() || !cookies_recently_sent {
-            return false;
-        }
-        let peer_isn = header.seq - 1u32;
-        let isn = header.ack - 1u32;
-        let Some(mss) = self.cookies.check(&tuple, peer_isn, isn, now) else {
-            return false;
-        };
-        let Some(listener) = self.listeners.get_mut(&listener_addr) else {
-            return false;
-        };
-        if listener.accept_queue.len() >= self.config.accept_backlog {
-            self.stats.drops.accept_queue_full += 1;
-            return true;
-        }
-        listener.half_open += 1;
-        // The options the SYN-ACK's TSval remembered come back in the TSecr.
-        let timestamps = header
-            .options
-            .timestamps
-            .filter(|_| self.config.connection.timestamps)
-            .map(|ts| (CookieOptions::decode(ts.tsecr), ts.tsval));
-        let remembered = Self::remembered_syn(header, peer_isn, mss, timestamps);
-        let mut conn = Connection::accept(
-            self.cookie_connection_config(timestamps.is_some()),
-            tuple,
-            &remembered,
-            isn,
-            now,
-        );
-        conn.set_timestamp_clock(self.isn.timestamp_clock(&tuple));
-        // Its SYN-ACK went out as the cookie.
-        while conn.poll_transmit(now).is_some() {}
-        conn.handle_segment(header, payload, now);
-        self.stats.syn_cookies_accepted += 1;
-        self.stats.passive_opens += 1;
-        let handle = self.insert(conn, Role::HalfOpen(listener_addr), isn);
-        if let Some(slot) = self.connections.get_mut(&handle) {
-            // Its SYN arrived before the endpoint kept any record of it.
-            slot.trace.start_unknown();
-        }
-        self.sync_touched();
         true
     }
 
@@ -1084,5 +760,14 @@ impl Endpoint {
         if header.flags.rst() {
             self.stats.resets_sent += 1;
         }
+    }
+}
+
+/// Gives a table's memory back once it is three-quarters empty (a hash table never shrinks on its
+/// own), keeping room for twice what it holds so that a table near one size does not flap.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, V>) {
+    const SMALLEST: usize = 64;
+    if table.capacity() > SMALLEST && table.len() * 4 < table.capacity() {
+        table.shrink_to((table.len() * 2).max(SMALLEST));
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tracing::{debug, field, Level, Span};
 
-use crate::apps::latency::{self, LatencyReport};
+use crate::latency::{self, LatencyReport};
 use crate::tcp::{Connection, State};
 use crate::wire::{self, SeqNum, TcpdumpLine};
 

@@ -1,10 +1,10 @@
-//! The app traits for tcpstack's own types, so every app runs unchanged on them.
+//! The stream traits of `net_traits` for tcpstack's own types, so every app runs unchanged on them.
 
 use std::io;
 use std::net::SocketAddr;
 
 use super::{Stack, TcpListener, TcpStream};
-use crate::apps::{Connector, Listener, StreamInfo};
+use crate::net_traits::{Connector, Listener, StreamInfo};
 
 impl Listener for TcpListener {
     type Stream = TcpStream;
@@ -29,7 +29,7 @@ impl StreamInfo for TcpStream {
     }
 }
 
-/// Active opens on this stack, Nagle off (as `apps::TokioConnector` does for the kernel).
+/// Active opens on this stack, Nagle off (as the apps' `TokioConnector` does for the kernel).
 impl Connector for Stack {
     type Stream = TcpStream;
 

@@ -40,8 +40,8 @@ mod tests {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::apps::StreamInfo;
     use crate::io::memory::{link, LinkConfig};
+    use crate::net_traits::StreamInfo;
     use crate::runtime::{TcpListener, TcpStream};
     use crate::test_support::memory_stacks;
 

@@ -3,7 +3,9 @@
 //! Input: parsed segments and the current time. Output: segments to transmit, events for the
 //! user, and the next deadline. No sockets, no tokio, no clocks of its own.
 //!
-//! Layout: [`Connection`] (connection.rs) drives the RFC 9293 state machine; the send ring and the
+//! Layout: [`Connection`] (connection/) drives the RFC 9293 state machine, its TCB in
+//! connection/mod.rs and one file per concern beside it (input.rs for segment arrival, ack.rs,
+//! recovery.rs, receive.rs, send.rs, timers.rs, options.rs, lifecycle.rs); the send ring and the
 //! receive ring with its reassembler live in send_buffer.rs / recv_buffer.rs; RTO estimation in
 //! rtt.rs; congestion control behind [`CongestionControl`]; the compact TIME-WAIT record and its
 //! rules in time_wait.rs; RFC 6528 ISNs and the timestamp clocks in isn.rs. `reset_for` and
@@ -34,7 +36,7 @@
 //!   SHOULD drop); RSTs carry none and pass PAWS regardless;
 //! - TIME-WAIT ignores every RST (RFC 1337), as Linux only with tcp_rfc1337 = 1.
 //!
-//! Loss recovery (connection.rs on top of sack.rs and prr.rs): three duplicate ACKs or
+//! Loss recovery (connection/ack.rs and recovery.rs on top of sack.rs and prr.rs): three duplicate ACKs or
 //! IsLost(SND.UNA) start fast recovery (RFC 5681 §3.2, RFC 6675 §5); PRR (RFC 6937) decides how
 //! much goes out on each ACK, NextSeg (RFC 6675) what: holes, then new data, then the rescue
 //! retransmission. Without SACK blocks from the peer the holes come from partial ACKs (RFC

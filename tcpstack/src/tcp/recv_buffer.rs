@@ -53,7 +53,7 @@ impl RecvBuffer {
             capacity,
             read: 0,
             readable: 0,
-            ranges: Vec::with_capacity(MAX_RANGES),
+            ranges: Vec::new(),
         }
     }
 

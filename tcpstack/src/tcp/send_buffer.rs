@@ -6,8 +6,12 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-/// Arena size for outgoing payloads; reclaimed once the previous segments are dropped.
+/// Largest arena chunk for outgoing payloads; reclaimed once the previous segments are dropped.
 const ARENA_CHUNK: usize = 64 * 1024;
+
+/// A buffer that empties keeps at most this much memory: an idle connection gives the rest back
+/// (what a request/response exchange of small messages uses stays, so it does not reallocate).
+const KEEP_WHEN_EMPTY: usize = 4 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct SendBuffer {
@@ -48,6 +52,14 @@ impl SendBuffer {
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.ring.len());
         self.ring.drain(..n);
+        if self.ring.is_empty() {
+            if self.ring.capacity() > KEEP_WHEN_EMPTY {
+                self.ring = VecDeque::new();
+            }
+            if self.arena.capacity() > KEEP_WHEN_EMPTY {
+                self.arena = BytesMut::new();
+            }
+        }
     }
 
     pub(crate) fn clear(&mut self) {
@@ -63,7 +75,10 @@ impl SendBuffer {
         }
         let len = end - offset;
         if self.arena.capacity() < len {
-            self.arena.reserve(ARENA_CHUNK.max(len));
+            // Room for what is queued, up to a chunk: a few bytes of a small exchange do not
+            // take a whole chunk.
+            self.arena
+                .reserve(ARENA_CHUNK.min(self.ring.len()).max(len));
         }
         let (front, back) = self.ring.as_slices();
         if offset < front.len() {
@@ -96,5 +111,21 @@ mod tests {
         assert_eq!(&buf.slice(1, 3)[..], b"fgh");
         assert_eq!(&buf.slice(6, 10)[..], b"kl");
         assert!(buf.slice(8, 1).is_empty());
+    }
+
+    #[test]
+    fn an_emptied_buffer_gives_its_memory_back() {
+        let mut buf = SendBuffer::new(1 << 20);
+        assert_eq!(buf.push(&[7; 100_000]), 100_000);
+        let segment = buf.slice(0, 1460);
+        assert!(buf.arena.capacity() + segment.len() >= 1460);
+        buf.consume(100_000);
+        assert_eq!((buf.ring.capacity(), buf.arena.capacity()), (0, 0));
+        assert_eq!(segment.len(), 1460, "segments in flight keep their bytes");
+        // A small exchange keeps its few bytes of ring.
+        buf.push(b"ping");
+        let _ = buf.slice(0, 4);
+        buf.consume(4);
+        assert!(buf.ring.capacity() > 0 && buf.ring.capacity() <= KEEP_WHEN_EMPTY);
     }
 }

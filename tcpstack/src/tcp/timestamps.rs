@@ -28,6 +28,25 @@ impl TimestampClock {
         self.offset.wrapping_add(ms)
     }
 
+    /// The TSval at the base.
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+
+    /// This clock read from another base: never earlier than this one and at most a tick later
+    /// (the bases' difference in whole milliseconds is exact, its remainder rounds up), so TSvals
+    /// stay monotonic (RFC 7323 §5.4) when a record is stored against a common time base.
+    pub fn rebased(&self, base: Instant) -> TimestampClock {
+        let offset = if base <= self.base {
+            let behind = (self.base - base).as_millis() as u32;
+            self.offset.wrapping_sub(behind)
+        } else {
+            let ahead = (base - self.base).as_nanos().div_ceil(1_000_000) as u32;
+            self.offset.wrapping_add(ahead)
+        };
+        TimestampClock { base, offset }
+    }
+
     /// The RTT an ACK echoing `tsecr` measures at `now` (RFC 7323 §4.1), at least one tick as
     /// in Linux's tcp_rtt_tsopt_us. `None` for an echo of 0 (ambiguous: a SYN's) or one from the
     /// future, which only a broken or lying peer sends.
