@@ -10,7 +10,7 @@ use crate::tcp::rack;
 use crate::tcp::sack::{self, SackUpdate};
 use crate::tcp::sent::SentSegment;
 use crate::tcp::{Segment, State};
-use crate::wire::{SeqNum, TcpHeader};
+use crate::wire::{SackBlock, SeqNum, TcpHeader, MAX_SACK_BLOCKS};
 
 use super::{Connection, Frto};
 
@@ -57,7 +57,14 @@ impl Connection {
             } else {
                 blocks
             };
-            for &block in blocks {
+            // In sequence order, as Linux's tcp_sacktag_write_queue sorts them: the first block
+            // is the newest, and a lower one reported first by this ACK (its earlier ACK lost)
+            // must not look like reordering to RACK (RFC 8985 §6.1 step 3).
+            let mut sorted = [SackBlock::default(); MAX_SACK_BLOCKS];
+            let sorted = &mut sorted[..blocks.len()];
+            sorted.copy_from_slice(blocks);
+            sorted.sort_unstable_by_key(|block| block.start);
+            for &block in sorted.iter() {
                 let mut block = block;
                 if fin_sent && block.end == fin_seq {
                     block.end = fin_seq + 1u32;
