@@ -52,6 +52,7 @@ fn random_link(rng: &mut SmallRng) -> LinkConfig {
         reorder_delay: delay * 2,
         corrupt: impairment(rng),
         drop_pattern: None,
+        delay_spike: None,
     }
 }
 

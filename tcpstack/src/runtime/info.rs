@@ -90,7 +90,9 @@ fn millis(d: Duration) -> String {
 /// segments sent again; `fast_retrans` the fast recoveries entered, `sack_recoveries` those the
 /// SACK scoreboard drove, `rtos` the retransmission timeouts; `spurious` the retransmissions a
 /// D-SACK showed needless, `dsacks` the ACKs carrying one, `undos` the window cuts undone,
-/// `paws_rejected` the segments PAWS dropped (RFC 7323 §5).
+/// `paws_rejected` the segments PAWS dropped (RFC 7323 §5); `tlps` the tail loss probes sent,
+/// `rack_lost` the segments RACK found lost by time (RFC 8985), `spurious_rtos` the timeouts
+/// F-RTO undid (RFC 5682).
 impl fmt::Display for ConnectionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
@@ -128,7 +130,8 @@ impl fmt::Display for ConnectionInfo {
         write!(
             f,
             " bytes_sent:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{} fast_retrans:{} \
-             rtos:{} sack_recoveries:{} spurious:{} dsacks:{} undos:{} paws_rejected:{}",
+             rtos:{} sack_recoveries:{} spurious:{} dsacks:{} undos:{} paws_rejected:{} tlps:{} \
+             rack_lost:{} spurious_rtos:{}",
             s.bytes_out,
             s.bytes_in,
             s.segments_out,
@@ -140,7 +143,10 @@ impl fmt::Display for ConnectionInfo {
             s.spurious_retransmits,
             s.dsacks_received,
             s.cwnd_undos,
-            s.paws_rejected
+            s.paws_rejected,
+            s.tlps,
+            s.rack_losses,
+            s.spurious_rtos
         )?;
         writeln!(f)
     }
@@ -185,6 +191,9 @@ mod tests {
                 dsacks_received: 1,
                 spurious_retransmits: 1,
                 cwnd_undos: 0,
+                tlps: 2,
+                rack_losses: 6,
+                spurious_rtos: 1,
                 congestion: CongestionAlgorithm::Cubic,
                 sack: true,
                 timestamps: true,
@@ -212,7 +221,8 @@ mod tests {
             Some(
                 "\t ts sack cubic wscale:9,7 rto:204 rtt:0.5/0.25 mss:1448 cwnd:10 ssthresh:5 \
                  bytes_sent:28960 bytes_received:100 segs_out:20 segs_in:10 retrans:5 \
-                 fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0 paws_rejected:4"
+                 fast_retrans:3 rtos:1 sack_recoveries:2 spurious:1 dsacks:1 undos:0 paws_rejected:4 \
+                 tlps:2 rack_lost:6 spurious_rtos:1"
             )
         );
         assert_eq!(lines.next(), None);

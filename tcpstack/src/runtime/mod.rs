@@ -75,6 +75,8 @@ pub struct StackBuilder {
     congestion: Option<CongestionAlgorithm>,
     sack: Option<bool>,
     timestamps: Option<bool>,
+    rack: Option<bool>,
+    rto_min: Option<Duration>,
 }
 
 impl StackBuilder {
@@ -94,8 +96,8 @@ impl StackBuilder {
         self
     }
 
-    /// Every endpoint setting; [`Self::congestion`], [`Self::sack`] and [`Self::timestamps`]
-    /// override it whichever is called first.
+    /// Every endpoint setting; [`Self::congestion`], [`Self::sack`], [`Self::timestamps`],
+    /// [`Self::rack`] and [`Self::rto_min`] override it whichever is called first.
     pub fn config(mut self, config: EndpointConfig) -> Self {
         self.config = config;
         self
@@ -121,6 +123,21 @@ impl StackBuilder {
     /// turned off here or in `config`.
     pub fn timestamps(mut self, enabled: bool) -> Self {
         self.timestamps = Some(enabled);
+        self
+    }
+
+    /// Detect losses by time with RACK-TLP (RFC 8985) and send tail loss probes, like Linux's
+    /// net.ipv4.tcp_recovery = 1; on unless turned off here or in `config`. Off, losses are
+    /// found by RFC 6675's duplicate-ACK threshold alone.
+    pub fn rack(mut self, enabled: bool) -> Self {
+        self.rack = Some(enabled);
+        self
+    }
+
+    /// The lower bound of the retransmission timeout (RFC 6298 §2.4), like Linux's
+    /// `ip route ... rto_min`; 200 ms unless set here or in `config`.
+    pub fn rto_min(mut self, rto_min: Duration) -> Self {
+        self.rto_min = Some(rto_min);
         self
     }
 
@@ -156,6 +173,8 @@ impl StackBuilder {
         connection.congestion = self.congestion.unwrap_or(connection.congestion);
         connection.sack = self.sack.unwrap_or(connection.sack);
         connection.timestamps = self.timestamps.unwrap_or(connection.timestamps);
+        connection.rack = self.rack.unwrap_or(connection.rack);
+        connection.rto_min = self.rto_min.unwrap_or(connection.rto_min);
         let endpoint = Endpoint::new(config, address, seed, now());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(endpoint, backend, capture)),
@@ -206,6 +225,8 @@ impl Stack {
             congestion: None,
             sack: None,
             timestamps: None,
+            rack: None,
+            rto_min: None,
         }
     }
 

@@ -27,6 +27,18 @@ pub struct LinkConfig {
     pub corrupt: f64,
     /// Scripted losses on top of the random ones.
     pub drop_pattern: Option<DropPattern>,
+    /// A scripted stall of the path (e.g. a link-layer retransmission burst or a route change).
+    pub delay_spike: Option<DelaySpike>,
+}
+
+/// Packets `first..first + count` (numbered as for [`DropPattern`]) arrive `extra` late, and
+/// the link stays first-in first-out behind them: what follows waits for them. No packet is
+/// lost, so a sender that times out meanwhile did so spuriously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelaySpike {
+    pub first: u64,
+    pub count: u64,
+    pub extra: Duration,
 }
 
 /// Deterministic loss: the packets handed to the link are numbered from 0, and packet `n` is
@@ -57,6 +69,7 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(10),
             corrupt: 0.0,
             drop_pattern: None,
+            delay_spike: None,
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct Link {
     departures: VecDeque<Instant>,
     in_flight: BinaryHeap<InFlight>,
     next_order: u64,
+    /// The arrival of the last spiked packet, which later ones may not overtake.
+    spike_floor: Option<Instant>,
     stats: LinkStats,
 }
 
@@ -129,6 +144,7 @@ impl Link {
             departures: VecDeque::new(),
             in_flight: BinaryHeap::new(),
             next_order: 0,
+            spike_floor: None,
             stats: LinkStats::default(),
         }
     }
@@ -181,6 +197,13 @@ impl Link {
                 copy[bit / 8] ^= 1 << (bit % 8);
             }
             let mut arrival = departure + self.config.delay;
+            if let Some(spike) = self.config.delay_spike {
+                if (spike.first..spike.first + spike.count).contains(&n) {
+                    arrival += spike.extra;
+                    self.spike_floor = Some(arrival);
+                }
+                arrival = arrival.max(self.spike_floor.unwrap_or(arrival));
+            }
             if self.chance(self.config.reorder) {
                 self.stats.reordered += 1;
                 let extra = self.config.reorder_delay.as_nanos() as u64;
@@ -336,5 +359,36 @@ mod tests {
         );
         assert_eq!(run(42).1, order, "the same seed replays the same run");
         assert_ne!(run(43).1, order);
+    }
+
+    #[test]
+    fn a_delay_spike_holds_its_packets_and_everything_behind_them() {
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(5);
+        let extra = Duration::from_millis(300);
+        let config = LinkConfig {
+            delay_spike: Some(DelaySpike {
+                first: 1,
+                count: 2,
+                extra,
+            }),
+            ..LinkConfig::ideal(delay)
+        };
+        let mut link = Link::new(config, 1);
+        for i in 0..4u8 {
+            link.send(t0 + Duration::from_millis(u64::from(i)), &[i]);
+        }
+        let got = drain(&mut link, t0);
+        let arrivals: Vec<_> = got.iter().map(|(at, p)| (*at - t0, p[0])).collect();
+        assert_eq!(
+            arrivals,
+            [
+                (delay, 0),
+                (Duration::from_millis(1) + delay + extra, 1),
+                (Duration::from_millis(2) + delay + extra, 2),
+                (Duration::from_millis(2) + delay + extra, 3),
+            ]
+        );
+        assert_eq!(link.stats().lost, 0);
     }
 }

@@ -10,7 +10,7 @@ pub mod link;
 pub mod network;
 pub mod transfer;
 
-pub use link::{DropPattern, Link, LinkConfig, LinkStats};
+pub use link::{DelaySpike, DropPattern, Link, LinkConfig, LinkStats};
 pub use network::{Network, CLIENT_ADDR, SERVER_ADDR};
 pub use transfer::{
     run_transfer, ReadRate, TransferConfig, TransferError, TransferReport, SERVER_PORT,

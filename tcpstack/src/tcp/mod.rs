@@ -59,10 +59,13 @@ pub mod congestion;
 mod connection;
 mod isn;
 pub mod prr;
+mod rack;
+pub mod rate;
 mod recv_buffer;
 mod rtt;
 pub mod sack;
 mod send_buffer;
+mod sent;
 mod time_wait;
 pub mod timestamps;
 
@@ -184,6 +187,9 @@ pub struct Config {
     pub timestamps: bool,
     /// The congestion control algorithm of new connections (Linux's tcp_congestion_control).
     pub congestion: CongestionAlgorithm,
+    /// With SACK, detect losses by time (RACK, RFC 8985 §6) and send tail loss probes (§7)
+    /// instead of counting duplicate ACKs (RFC 6675), as Linux's tcp_recovery = 1.
+    pub rack: bool,
 }
 
 /// The congestion control algorithms a connection can run.
@@ -236,6 +242,7 @@ impl Default for Config {
             sack: true,
             timestamps: true,
             congestion: CongestionAlgorithm::default(),
+            rack: true,
         }
     }
 }

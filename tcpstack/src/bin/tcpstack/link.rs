@@ -36,6 +36,14 @@ pub struct TcpArgs {
     /// Neither offer nor accept timestamps (RFC 7323).
     #[arg(long)]
     pub no_timestamps: bool,
+    /// Find losses by counting duplicate ACKs (RFC 6675) instead of by time with RACK-TLP
+    /// (RFC 8985), like Linux's tcp_recovery = 0.
+    #[arg(long)]
+    pub no_rack: bool,
+    /// Lower bound of the retransmission timeout in milliseconds, like Linux's
+    /// `ip route ... rto_min` [default: 200].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=120_000))]
+    pub rto_min: Option<u64>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +75,12 @@ impl TcpArgs {
         }
         if self.no_timestamps {
             builder = builder.timestamps(false);
+        }
+        if self.no_rack {
+            builder = builder.rack(false);
+        }
+        if let Some(ms) = self.rto_min {
+            builder = builder.rto_min(std::time::Duration::from_millis(ms));
         }
         builder
     }
@@ -168,8 +182,18 @@ mod tests {
             congestion: Some(CongestionArg::Newreno),
             no_sack: true,
             no_timestamps: true,
+            no_rack: true,
+            rto_min: Some(5),
         };
-        let switches = ["--congestion", "newreno", "--no-sack", "--no-timestamps"];
+        let switches = [
+            "--congestion",
+            "newreno",
+            "--no-sack",
+            "--no-timestamps",
+            "--no-rack",
+            "--rto-min",
+            "5",
+        ];
         let serve = [
             &["tcpstack", "serve", "--iface", "veth0", "--port", "7"][..],
             &switches,

@@ -38,4 +38,18 @@ pub trait CongestionControl: fmt::Debug + Send {
     /// Data is about to go out after more than an RTO without sending: RFC 5681 §4.1 limits
     /// cwnd to the restart window min(IW, cwnd), as Linux's tcp_slow_start_after_idle.
     fn on_idle_restart(&mut self) {}
+    /// Called once per ACK that carries a `RateSample` (see tcp::rate), after loss detection
+    /// and after `on_ack`/`on_fast_retransmit` for that ACK. `in_flight` is the flight after the
+    /// ACK. Model-based algorithms (BBR) take their decisions here.
+    fn on_rate_sample(
+        &mut self,
+        _sample: &crate::tcp::rate::RateSample,
+        _in_flight: u32,
+        _now: std::time::Instant,
+    ) {
+    }
+    /// The pacing rate in bytes per second, or `None` to send as the window allows.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }

@@ -27,7 +27,9 @@ impl Connection {
         }
         let window = u32::from(header.window) << self.snd_shift;
         let flight_before = self.snd_nxt - self.snd_una;
+        self.rate.begin_ack(self.sent.in_flight());
         let sack = self.take_sack_blocks(header);
+        let original_delivered = self.take_delivered(header, &sack, now);
         // RFC 6937's DeliveredData; without SACK information a duplicate ACK stands for one
         // segment that left the network.
         let mut delivered = sack.delivered;
@@ -37,7 +39,8 @@ impl Connection {
         let duplicate = payload_len == 0
             && !header.flags.intersects(TcpFlags::SYN | TcpFlags::FIN)
             && window == self.snd_wnd;
-        if ack > self.snd_una {
+        let una_advanced = ack > self.snd_una;
+        if una_advanced {
             let acked = ack - self.snd_una;
             let ack_covers_syn = self.snd_una == self.iss;
             self.take_rtt_sample(ack, header, now);
@@ -97,19 +100,33 @@ impl Connection {
             if header.options.sack_blocks().is_empty() {
                 delivered = self.send_mss;
             }
-            if !self.in_recovery && self.dup_acks == DUP_ACK_THRESHOLD && ack >= self.recover {
+            // With RACK, SACKed data finds losses by time below; duplicate ACKs count only from
+            // a peer that sends no SACK blocks at all (a D-SACK reports no loss).
+            let counted = !self.rack_active()
+                || (header.options.sack_blocks().is_empty() && self.scoreboard.sacked_bytes() == 0);
+            if counted
+                && !self.in_recovery
+                && self.dup_acks == DUP_ACK_THRESHOLD
+                && ack >= self.recover
+            {
                 // RFC 6582 §3.2 steps 1–2, RFC 6675 §5 step (4).
                 self.enter_recovery(flight_before, now);
             }
         }
-        // RFC 6675 §5: IsLost(HighACK + 1) starts recovery too, whatever the duplicate ACKs
-        // (a receiver whose window moves sends none).
-        if self.sack_permitted
+        let plain_duplicate = !una_advanced && duplicate && header.options.sack_blocks().is_empty();
+        self.tlp_on_ack(sack.dsack.map(|block| block.end), plain_duplicate, now);
+        if self.rack_active() {
+            self.rack
+                .on_ack(sack.dsack.is_some(), self.snd_una, self.snd_nxt);
+            self.rack_detect_loss(now);
+        } else if self.sack_permitted
             && !self.in_recovery
             && ack >= self.recover
             && self.snd_una < self.snd_nxt
             && self.scoreboard.is_lost(self.snd_una)
         {
+            // RFC 6675 §5: IsLost(HighACK + 1) starts recovery too, whatever the duplicate ACKs
+            // (a receiver whose window moves sends none).
             self.enter_recovery(self.snd_nxt - self.snd_una, now);
         }
         if self.in_recovery {
@@ -122,6 +139,18 @@ impl Connection {
         {
             self.update_send_window(window, header.seq, ack);
         }
+        // After the window update: step 2b of F-RTO asks whether it admits new data.
+        if self.frto.is_some() {
+            self.frto_on_ack(
+                una_advanced,
+                original_delivered,
+                duplicate || sack.newly_sacked > 0,
+            );
+        }
+        if let Some(sample) = self.rate.finish_ack(self.rack.min_rtt(), now) {
+            self.cc.on_rate_sample(&sample, self.sent.in_flight(), now);
+        }
+        self.arm_loss_probe(now);
         true
     }
 
@@ -139,7 +168,10 @@ impl Connection {
         if update.spurious_retransmission {
             self.stats.spurious_retransmits += 1;
         }
-        self.stats.lost_retransmits += u64::from(update.lost_retransmissions);
+        // With RACK, lost retransmissions are counted as RACK finds them.
+        if !self.rack_active() {
+            self.stats.lost_retransmits += u64::from(update.lost_retransmissions);
+        }
         update
     }
 

@@ -7,6 +7,7 @@ mod ack;
 mod input;
 mod lifecycle;
 mod options;
+mod rack;
 mod receive;
 mod recovery;
 mod send;
@@ -17,10 +18,13 @@ use std::time::{Duration, Instant};
 
 use super::congestion::CongestionControl;
 use super::prr::Prr;
+use super::rack::{Rack, Tlp};
+use super::rate::RateEstimator;
 use super::recv_buffer::RecvBuffer;
 use super::rtt::RttEstimator;
 use super::sack::{SackBlocksBuilder, SackScoreboard};
 use super::send_buffer::SendBuffer;
+use super::sent::SentLog;
 use super::time_wait::TimeWait;
 use super::timestamps::TimestampClock;
 use super::{
@@ -69,6 +73,12 @@ pub struct ConnectionStats {
     /// Retransmissions found lost during SACK recovery (data sent after them was SACKed) and
     /// sent again without waiting for the RTO.
     pub lost_retransmits: u64,
+    /// Tail loss probes sent (RFC 8985 §7).
+    pub tlps: u64,
+    /// Segments RACK found lost by time (RFC 8985 §6.2).
+    pub rack_losses: u64,
+    /// Retransmission timeouts F-RTO showed to be spurious and undid (RFC 5682).
+    pub spurious_rtos: u64,
     /// The congestion control algorithm the connection runs.
     pub congestion: CongestionAlgorithm,
     /// Both SYNs carried SACK-permitted (RFC 2018).
@@ -90,6 +100,19 @@ struct Timers {
     retransmit: Option<Instant>,
     persist: Option<Instant>,
     delayed_ack: Option<Instant>,
+    /// RACK's reordering timer (RFC 8985 §6.3).
+    reorder: Option<Instant>,
+    /// The tail loss probe timer, PTO (RFC 8985 §7.2).
+    loss_probe: Option<Instant>,
+}
+
+/// F-RTO (RFC 5682 §3.1, the SACK-enhanced variant) after a retransmission timeout.
+#[derive(Clone, Copy, Debug)]
+struct Frto {
+    /// "recover": SND.NXT when the timeout fired, then when new data went out in step 2b.
+    high_seq: SeqNum,
+    /// Step 2b sent (or may send) new data instead of retransmitting.
+    new_data: bool,
 }
 
 /// One TCB.
@@ -221,6 +244,14 @@ pub struct Connection {
     recovery_budget: u32,
     /// The last recovery's reduction may still be undone if D-SACKs prove it spurious.
     undo_armed: bool,
+    /// Every data segment sent and not yet cumulatively acknowledged.
+    sent: SentLog,
+    rate: RateEstimator,
+    rack: Rack,
+    tlp: Tlp,
+    /// The loss probe timer fired: the next transmission is the probe.
+    probe_pending: bool,
+    frto: Option<Frto>,
 
     time_wait: Option<TimeWait>,
     events: VecDeque<Event>,
@@ -304,6 +335,12 @@ impl Connection {
             prr: None,
             recovery_budget: 0,
             undo_armed: false,
+            sent: SentLog::new(),
+            rate: RateEstimator::new(now),
+            rack: Rack::new(iss),
+            tlp: Tlp::default(),
+            probe_pending: false,
+            frto: None,
             time_wait: None,
             events: VecDeque::new(),
             error: None,
@@ -576,6 +613,17 @@ impl Connection {
         );
         assert!(!self.sack_recovery || self.in_recovery);
         assert!(self.sack_permitted || self.scoreboard.sacked().is_empty());
+        self.sent.check_invariants();
+        if let (Some(first), Some(last)) = (self.sent.iter().next(), self.sent.last()) {
+            assert!(
+                first.start >= self.snd_una,
+                "the sent log reaches below SND.UNA"
+            );
+            assert!(
+                last.end <= self.snd_nxt,
+                "the sent log reaches beyond SND.NXT"
+            );
+        }
         self.scoreboard.check_invariants(self.snd_nxt);
         assert!(
             self.scoreboard

@@ -35,8 +35,11 @@ impl Connection {
             ReductionBound::SlowStart,
         ));
         self.recovery_budget = 0;
-        // A peer that negotiated SACK but sends no blocks gets RFC 6582's recovery.
-        self.sack_recovery = self.sack_permitted && self.scoreboard.sacked_bytes() > 0;
+        // A peer that negotiated SACK but sends no blocks gets RFC 6582's recovery, unless RACK
+        // found the loss (then the log of sent segments says what to retransmit).
+        self.sack_recovery = self.sack_permitted
+            && (self.scoreboard.sacked_bytes() > 0
+                || (self.rack_active() && self.sent.lost_bytes() > 0));
         if self.sack_recovery {
             self.scoreboard.enter_recovery(self.snd_nxt);
             self.stats.sack_recoveries += 1;
@@ -48,6 +51,7 @@ impl Connection {
 
     pub(super) fn exit_recovery(&mut self) {
         self.cc.on_recovery_exit();
+        self.rack.on_recovery_exit();
         self.in_recovery = false;
         self.sack_recovery = false;
         self.prr = None;
@@ -56,7 +60,10 @@ impl Connection {
 
     /// RFC 6937 §3.1, on every ACK during recovery: sndcnt from DeliveredData and pipe.
     pub(super) fn prr_on_ack(&mut self, delivered: u32) {
-        let pipe = if self.sack_recovery {
+        let pipe = if self.sack_recovery && self.rack_active() {
+            // RFC 8985 with RFC 6937: what is neither SACKed nor marked lost.
+            self.sent.in_flight()
+        } else if self.sack_recovery {
             self.scoreboard.pipe(self.snd_nxt)
         } else {
             // Without a scoreboard, each duplicate ACK since the last advance stands for a

@@ -27,6 +27,7 @@ impl Connection {
             self.stats.bytes_out += segment.payload.len() as u64;
         } else {
             self.refresh_persist(now);
+            self.note_app_limited();
         }
         segment
     }
@@ -61,17 +62,36 @@ impl Connection {
             }
             _ => {}
         }
-        if self.fast_retransmit_pending {
-            self.fast_retransmit_pending = false;
-            if self.snd_una < self.snd_nxt {
-                let end = self
-                    .snd_nxt
-                    .min(self.snd_una + self.send_mss)
-                    .min(self.next_sacked_start(self.snd_una));
-                return Some(self.retransmit(self.snd_una, end, false, now));
+        if self.probe_pending {
+            self.probe_pending = false;
+            if let Some(probe) = self.send_loss_probe(now) {
+                return Some(probe);
             }
         }
-        if self.sack_recovery && self.recovery_budget > 0 {
+        let rack = self.rack_active();
+        if self.fast_retransmit_pending {
+            self.fast_retransmit_pending = false;
+            // With RACK, the first segment it found lost; otherwise SND.UNA's.
+            let start = match self.sent.first_lost() {
+                Some((start, _)) if rack && self.in_recovery => Some(start),
+                _ => (self.snd_una < self.snd_nxt).then_some(self.snd_una),
+            };
+            if let Some(start) = start {
+                return Some(self.retransmit_one(start, now));
+            }
+        }
+        if rack && self.sack_recovery && self.recovery_budget > 0 {
+            // RFC 8985 §6.2 with RFC 6937: what RACK marked lost, then new data.
+            if let Some((start, _)) = self.sent.first_lost() {
+                return Some(self.retransmit_one(start, now));
+            }
+        } else if rack && !self.in_recovery && self.snd_una < self.recover && self.frto.is_none() {
+            // After an RTO, what RACK finds lost again behind the go-back-N point goes out
+            // again as the window allows.
+            if let Some(start) = self.lost_behind_go_back_n() {
+                return Some(self.retransmit_one(start, now));
+            }
+        } else if self.sack_recovery && self.recovery_budget > 0 {
             // RFC 6675 §5 step (C): holes first, then new data, then the rescue retransmission.
             let can_send_new_data = self.next_data_end().is_some();
             match self.scoreboard.next_seg(self.snd_nxt, can_send_new_data) {
@@ -125,6 +145,17 @@ impl Connection {
     /// now: the usable window (RFC 9293 §3.8.6), sender SWS avoidance (§3.8.6.2.1) and Nagle
     /// (§3.7.4). Retransmissions after an RTO skip the last two.
     pub(super) fn next_data_end(&self) -> Option<SeqNum> {
+        let window_end = (self.snd_una + self.snd_wnd).min(self.congestion_window_end());
+        self.next_data_end_within(window_end, self.sws_override)
+    }
+
+    /// [`Self::next_data_end`] for a window ending at `window_end`; `override_sws` sends a short
+    /// segment regardless of SWS avoidance and Nagle.
+    pub(super) fn next_data_end_within(
+        &self,
+        window_end: SeqNum,
+        override_sws: bool,
+    ) -> Option<SeqNum> {
         if !matches!(
             self.state,
             State::Established
@@ -145,7 +176,6 @@ impl Connection {
         if unsent == 0 {
             return fin_to_send.then_some(data_end + 1u32);
         }
-        let window_end = (self.snd_una + self.snd_wnd).min(self.congestion_window_end());
         let usable = if window_end > self.tx_next {
             window_end - self.tx_next
         } else {
@@ -165,7 +195,7 @@ impl Connection {
             }
         };
         let retransmission = self.tx_next < self.snd_nxt;
-        if len == self.send_mss || retransmission || self.sws_override {
+        if len == self.send_mss || retransmission || override_sws {
             return Some(with_fin(end));
         }
         let in_flight = self.snd_nxt != self.snd_una;
@@ -285,7 +315,10 @@ impl Connection {
         if start == self.tx_next {
             self.tx_next = end;
         }
-        if end > self.snd_nxt {
+        let tx_state = self.rate.on_send(self.sent.in_flight(), end - start, now);
+        self.sent.on_transmit(start, end, tx_state, now);
+        let new_data = end > self.snd_nxt;
+        if new_data {
             if self.rtt_sample.is_none() && start >= self.snd_nxt {
                 self.rtt_sample = Some((end, now));
             }
@@ -296,6 +329,9 @@ impl Connection {
         }
         if self.stalled_since.is_none() {
             self.stalled_since = Some(now);
+        }
+        if new_data {
+            self.arm_loss_probe(now);
         }
         Segment { header, payload }
     }

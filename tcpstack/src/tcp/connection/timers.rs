@@ -19,6 +19,8 @@ impl Connection {
             self.timers.retransmit,
             self.timers.persist,
             self.timers.delayed_ack,
+            self.timers.reorder,
+            self.timers.loss_probe,
             self.keepalive_deadline(),
             self.user_timeout_deadline(),
             self.time_wait().map(|tw| tw.deadline),
@@ -50,6 +52,13 @@ impl Connection {
             if self.state == State::Closed {
                 return;
             }
+        }
+        if self.timers.reorder.is_some_and(|t| t <= now) {
+            self.on_reorder_timeout(now);
+        }
+        if self.timers.loss_probe.is_some_and(|t| t <= now) {
+            self.timers.loss_probe = None;
+            self.probe_pending = self.rack_active() && self.snd_una < self.snd_nxt;
         }
         if self.timers.persist.is_some_and(|t| t <= now) {
             self.on_persist_timeout(now);
@@ -108,6 +117,7 @@ impl Connection {
             // RFC 6675 §5.1: SACK recovery ends; the scoreboard stays, so that the go-back-N
             // retransmission skips what the peer SACKed.
             self.scoreboard.on_rto();
+            self.rack_on_rto(flight);
             self.dup_acks = 0;
             self.fast_retransmit_pending = false;
             // Go back to the oldest unacknowledged byte and resend from there as cwnd allows.

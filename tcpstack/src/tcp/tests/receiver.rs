@@ -313,12 +313,15 @@ fn an_echoed_timestamp_measures_the_rtt_of_a_retransmission() {
         } else {
             established_with_sack()
         };
-        // The handshake measured 0: SRTT 0, RTO at its floor.
+        // The handshake measured 0: SRTT 0, RTO at its floor. The tail loss probe comes first
+        // (RFC 8985 §7.2: 2·SRTT plus the delayed-ACK allowance for a lone segment) and
+        // retransmits the segment.
         assert_eq!(h.conn.stats().srtt, Some(Duration::ZERO));
         h.conn.send(b"abc").unwrap();
         h.expect(P | A, ISS + 1, IRS + 1);
-        assert_eq!(h.fire_next_timer(), ms(200));
+        assert_eq!(h.fire_next_timer(), ms(40));
         let retransmission = h.expect(P | A, ISS + 1, IRS + 1);
+        assert_eq!(h.conn.stats().tlps, 1);
         h.advance(ms(30));
         let mut ack = seg(A, IRS + 1, ISS + 4);
         if let Some(ts) = retransmission.header.options.timestamps {

@@ -33,9 +33,12 @@ fn sack_ack(ack: u32, blocks: &[(u32, u32)]) -> TcpHeader {
 }
 
 /// A client past a handshake in which both sides offered SACK, window scale and MSS 1460.
+/// RACK is off: these tests pin RFC 6675's duplicate-ACK rules, which RACK (RFC 8985, see
+/// tests/rack.rs) replaces by default.
 fn established(congestion: CongestionAlgorithm) -> Harness {
     let config = Config {
         congestion,
+        rack: false,
         ..Config::default()
     };
     let mut h = Harness::client(config, ISS);
