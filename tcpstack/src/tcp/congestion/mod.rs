@@ -1,13 +1,18 @@
-//! Congestion control (RFC 5681) behind a trait: NewReno and CUBIC (RFC 9438). The connection
-//! owns loss detection, the recovery point (RFC 6582's `recover`) and how much is sent during
-//! recovery (PRR, RFC 6937); an algorithm only decides cwnd and ssthresh.
+//! Congestion control (RFC 5681) behind a trait: NewReno and CUBIC (RFC 9438), which react to
+//! loss, and BBR, which follows a model of the path built from delivery-rate samples. The
+//! connection owns loss detection, the recovery point (RFC 6582's `recover`) and, for the
+//! loss-based algorithms, how much is sent during recovery (PRR, RFC 6937); those only decide
+//! cwnd and ssthresh. A model-based algorithm ([`CongestionControl::sets_cwnd_in_recovery`])
+//! sets cwnd on every ACK, in recovery too, and may ask for pacing.
 
+mod bbr;
 mod cubic;
 mod newreno;
 
 use std::fmt;
 use std::time::Instant;
 
+pub use bbr::Bbr;
 pub use cubic::Cubic;
 pub use newreno::NewReno;
 
@@ -38,4 +43,24 @@ pub trait CongestionControl: fmt::Debug + Send {
     /// Data is about to go out after more than an RTO without sending: RFC 5681 §4.1 limits
     /// cwnd to the restart window min(IW, cwnd), as Linux's tcp_slow_start_after_idle.
     fn on_idle_restart(&mut self) {}
+    /// Called once per ACK that carries a `RateSample` (see tcp::rate), after loss detection
+    /// and after `on_ack`/`on_fast_retransmit` for that ACK. `in_flight` is the flight after the
+    /// ACK. Model-based algorithms (BBR) take their decisions here.
+    fn on_rate_sample(
+        &mut self,
+        _sample: &crate::tcp::rate::RateSample,
+        _in_flight: u32,
+        _now: Instant,
+    ) {
+    }
+    /// The pacing rate in bytes per second, or `None` to send as the window allows.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+    /// The algorithm sets cwnd itself on every ACK, during fast recovery too (Linux's
+    /// `cong_control` hook, which BBR uses): the connection then sends up to cwnd − pipe in
+    /// recovery instead of PRR's quota, which is for algorithms that only set ssthresh.
+    fn sets_cwnd_in_recovery(&self) -> bool {
+        false
+    }
 }
