@@ -44,7 +44,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::CongestionControl;
+use super::{CongestionControl, PathModel};
 use crate::tcp::pacing::send_quantum;
 use crate::tcp::rate::RateSample;
 
@@ -697,6 +697,19 @@ impl CongestionControl for Bbr {
 
     fn sets_cwnd_in_recovery(&self) -> bool {
         true
+    }
+
+    fn path_model(&self) -> Option<PathModel> {
+        Some(PathModel {
+            bandwidth: self.bandwidth(),
+            min_rtt: self.min_rtt,
+            mode: match self.mode {
+                Mode::Startup => "startup",
+                Mode::Drain => "drain",
+                Mode::ProbeBw => "probe_bw",
+                Mode::ProbeRtt => "probe_rtt",
+            },
+        })
     }
 }
 
