@@ -2,7 +2,8 @@
 //! link achieved in virtual time, for a few link settings; the same transfer with no `tracing`
 //! subscriber and with one at info level (the endpoint's debug spans and segment lines off),
 //! side by side; then the goodput of a 16 MB transfer under random loss for NewReno without
-//! SACK, NewReno with SACK and CUBIC with SACK (issue 5). Printed, never asserted.
+//! SACK, NewReno with SACK, CUBIC with SACK and BBR with SACK (issues 5 and 9), and the most
+//! packets each left queued at the bottleneck. Printed, never asserted.
 //!
 //! `cargo bench -p tcpstack --bench sim` (`-- throughput`, `-- logging` or `-- loss` for one
 //! table only)
@@ -107,16 +108,18 @@ fn loss_table() {
         ("NewReno", false, CongestionAlgorithm::NewReno),
         ("NewReno+SACK", true, CongestionAlgorithm::NewReno),
         ("CUBIC+SACK", true, CongestionAlgorithm::Cubic),
+        ("BBR+SACK", true, CongestionAlgorithm::Bbr),
     ];
     println!();
-    println!("goodput of a 16 MB transfer, Mbit/s (RTOs), 100 Mbit/s link, 100-packet queue, 4 MB buffers");
+    println!("goodput of a 16 MB transfer, Mbit/s (RTOs) [most packets queued at the bottleneck],");
+    println!("100 Mbit/s link, 100-packet queue, 4 MB buffers");
     print!("{:<6} {:>6}", "RTT", "loss %");
     for (name, _, _) in &variants {
-        print!(" {name:>18}");
+        print!(" {name:>24}");
     }
     println!();
     for rtt_ms in [1u64, 50] {
-        for loss in [0.0, 0.001, 0.01, 0.03, 0.05, 0.10] {
+        for loss in [0.0, 0.001, 0.01, 0.02, 0.03, 0.05, 0.10] {
             print!("{:<6} {:>6}", format!("{rtt_ms} ms"), loss * 100.0);
             for (_, sack, congestion) in variants {
                 let link = LinkConfig {
@@ -136,13 +139,14 @@ fn loss_table() {
                     Ok(report) => {
                         let secs = report.transfer_time.as_secs_f64().max(f64::MIN_POSITIVE);
                         let cell = format!(
-                            "{:.1} ({})",
+                            "{:.1} ({}) [{}]",
                             bytes as f64 * 8.0 / secs / 1e6,
-                            report.client_connection.rtos
+                            report.client_connection.rtos,
+                            report.to_server.max_queue
                         );
-                        print!(" {cell:>18}");
+                        print!(" {cell:>24}");
                     }
-                    Err(error) => print!(" {:>18}", format!("failed: {error}")),
+                    Err(error) => print!(" {:>24}", format!("failed: {error}")),
                 }
             }
             println!();

@@ -96,6 +96,8 @@ pub struct LinkStats {
     pub duplicated: u64,
     pub reordered: u64,
     pub corrupted: u64,
+    /// The most packets the bottleneck queue held at once (the one on the wire included).
+    pub max_queue: u64,
 }
 
 struct InFlight {
@@ -151,6 +153,12 @@ impl Link {
 
     pub fn config(&self) -> &LinkConfig {
         &self.config
+    }
+
+    /// Changes how the link behaves from now on (a route change, a new loss rate); packets
+    /// already on the link keep their arrival times.
+    pub fn config_mut(&mut self) -> &mut LinkConfig {
+        &mut self.config
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -251,6 +259,7 @@ impl Link {
         let nanos = (len as u128 * 8 * 1_000_000_000).div_ceil(u128::from(bps));
         let departure = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         self.departures.push_back(departure);
+        self.stats.max_queue = self.stats.max_queue.max(self.departures.len() as u64);
         Some(departure)
     }
 
@@ -300,6 +309,7 @@ mod tests {
             link.send(t0, &[0; 1000]);
         }
         assert_eq!(link.stats().queue_drops, 1);
+        assert_eq!(link.stats().max_queue, 2);
         let got = drain(&mut link, t0);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, t0 + Duration::from_millis(1));

@@ -42,7 +42,7 @@
 //! retransmission. Without SACK blocks from the peer the holes come from partial ACKs (RFC
 //! 6582). Limited transmit (RFC 3042) sends new data on the first two duplicate ACKs. A recovery
 //! whose every retransmission was D-SACKed (RFC 2883, RFC 3708) is undone once. The algorithm
-//! (CUBIC by default, or NewReno) is chosen per stack (`Config::congestion`) or per connection
+//! (CUBIC by default, NewReno, or BBR) is chosen per stack (`Config::congestion`) or per connection
 //! ([`Connection::set_congestion`]).
 //!
 //! The receiver side: ACKs carry SACK blocks while data waits out of order, newest range first,
@@ -58,6 +58,7 @@
 pub mod congestion;
 mod connection;
 mod isn;
+pub mod pacing;
 pub mod prr;
 mod rack;
 pub mod rate;
@@ -200,6 +201,8 @@ pub enum CongestionAlgorithm {
     /// RFC 9438 with HyStart++ (RFC 9406), Linux's default.
     #[default]
     Cubic,
+    /// BBR (draft-ietf-ccwg-bbr; BBRv1's loss-agnostic model, see `congestion::Bbr`), paced.
+    Bbr,
 }
 
 impl CongestionAlgorithm {
@@ -209,6 +212,7 @@ impl CongestionAlgorithm {
         match self {
             CongestionAlgorithm::NewReno => "reno",
             CongestionAlgorithm::Cubic => "cubic",
+            CongestionAlgorithm::Bbr => "bbr",
         }
     }
 
@@ -216,6 +220,7 @@ impl CongestionAlgorithm {
         match self {
             CongestionAlgorithm::NewReno => Box::new(congestion::NewReno::new(mss)),
             CongestionAlgorithm::Cubic => Box::new(congestion::Cubic::new(mss)),
+            CongestionAlgorithm::Bbr => Box::new(congestion::Bbr::new(mss)),
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum CongestionArg {
     /// RFC 5681 with RFC 6582's fast recovery (Linux's reno).
     #[value(alias = "reno")]
     Newreno,
+    /// BBR (BBRv1's model with BBRv3's gains), paced.
+    Bbr,
 }
 
 impl From<CongestionArg> for CongestionAlgorithm {
@@ -60,6 +62,7 @@ impl From<CongestionArg> for CongestionAlgorithm {
         match arg {
             CongestionArg::Cubic => CongestionAlgorithm::Cubic,
             CongestionArg::Newreno => CongestionAlgorithm::NewReno,
+            CongestionArg::Bbr => CongestionAlgorithm::Bbr,
         }
     }
 }
@@ -214,6 +217,7 @@ mod tests {
             ("cubic", CongestionAlgorithm::Cubic),
             ("newreno", CongestionAlgorithm::NewReno),
             ("reno", CongestionAlgorithm::NewReno),
+            ("bbr", CongestionAlgorithm::Bbr),
         ] {
             let args = tcp_args_of(&[
                 "tcpstack",
@@ -238,7 +242,7 @@ mod tests {
             "--port",
             "7",
             "--congestion",
-            "bbr",
+            "vegas",
         ])
         .is_err());
     }

@@ -1,15 +1,32 @@
-//! Congestion control (RFC 5681) behind a trait: NewReno and CUBIC (RFC 9438). The connection
-//! owns loss detection, the recovery point (RFC 6582's `recover`) and how much is sent during
-//! recovery (PRR, RFC 6937); an algorithm only decides cwnd and ssthresh.
+//! Congestion control (RFC 5681) behind a trait: NewReno and CUBIC (RFC 9438), which react to
+//! loss, and BBR, which follows a model of the path built from delivery-rate samples. The
+//! connection owns loss detection, the recovery point (RFC 6582's `recover`) and, for the
+//! loss-based algorithms, how much is sent during recovery (PRR, RFC 6937); those only decide
+//! cwnd and ssthresh. A model-based algorithm ([`CongestionControl::sets_cwnd_in_recovery`])
+//! sets cwnd on every ACK, in recovery too, and may ask for pacing.
 
+mod bbr;
 mod cubic;
 mod newreno;
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+pub use bbr::Bbr;
 pub use cubic::Cubic;
 pub use newreno::NewReno;
+
+/// What a model-based algorithm believes about the path, for statistics (Linux's
+/// `INET_DIAG_BBRINFO`, `ss -i`'s `bbr:(bw:…,mrtt:…)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathModel {
+    /// The bottleneck bandwidth estimate, payload bytes per second.
+    pub bandwidth: u64,
+    /// The round-trip propagation delay estimate.
+    pub min_rtt: Option<Duration>,
+    /// The state machine's mode, as BBR names it (`startup`, `drain`, `probe_bw`, `probe_rtt`).
+    pub mode: &'static str,
+}
 
 /// A congestion control algorithm. All quantities are in bytes.
 pub trait CongestionControl: fmt::Debug + Send {
@@ -30,7 +47,7 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn on_rto(&mut self, flight: u32, now: Instant);
     /// A round-trip time measurement, taken on every ACK that yields one (Karn's rule applied).
     /// CUBIC needs it for W_cubic(t + RTT) (RFC 9438 §4.2) and HyStart++ (RFC 9406 §4.2).
-    fn on_rtt_sample(&mut self, _rtt: std::time::Duration, _now: Instant) {}
+    fn on_rtt_sample(&mut self, _rtt: Duration, _now: Instant) {}
     /// The last congestion event (fast retransmit or RTO) was spurious, e.g. every retransmission
     /// of the recovery was D-SACKed (RFC 3708) or Eifel-detected: restore the window it reduced
     /// (RFC 9438 §4.9).
@@ -45,11 +62,21 @@ pub trait CongestionControl: fmt::Debug + Send {
         &mut self,
         _sample: &crate::tcp::rate::RateSample,
         _in_flight: u32,
-        _now: std::time::Instant,
+        _now: Instant,
     ) {
     }
     /// The pacing rate in bytes per second, or `None` to send as the window allows.
     fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+    /// The algorithm sets cwnd itself on every ACK, during fast recovery too (Linux's
+    /// `cong_control` hook, which BBR uses): the connection then sends up to cwnd − pipe in
+    /// recovery instead of PRR's quota, which is for algorithms that only set ssthresh.
+    fn sets_cwnd_in_recovery(&self) -> bool {
+        false
+    }
+    /// The path model of a model-based algorithm.
+    fn path_model(&self) -> Option<PathModel> {
         None
     }
 }
