@@ -149,6 +149,10 @@ impl Connection {
         }
         if let Some(sample) = self.rate.finish_ack(self.rack.min_rtt(), now) {
             self.cc.on_rate_sample(&sample, self.sent.in_flight(), now);
+            if self.in_recovery && self.cc.sets_cwnd_in_recovery() {
+                // The model set cwnd from this sample: the recovery allowance follows it.
+                self.prr_on_ack(0);
+            }
         }
         self.arm_loss_probe(now);
         true

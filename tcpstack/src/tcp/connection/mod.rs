@@ -16,7 +16,8 @@ mod timers;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::congestion::CongestionControl;
+use super::congestion::{CongestionControl, PathModel};
+use super::pacing::Pacer;
 use super::prr::Prr;
 use super::rack::{Rack, Tlp};
 use super::rate::RateEstimator;
@@ -81,6 +82,8 @@ pub struct ConnectionStats {
     pub spurious_rtos: u64,
     /// The congestion control algorithm the connection runs.
     pub congestion: CongestionAlgorithm,
+    /// What a model-based algorithm (BBR) believes about the path.
+    pub path: Option<PathModel>,
     /// Both SYNs carried SACK-permitted (RFC 2018).
     pub sack: bool,
     pub srtt: Option<Duration>,
@@ -239,6 +242,8 @@ pub struct Connection {
     sack_recovery: bool,
     /// RFC 6937 state during fast recovery.
     prr: Option<Prr>,
+    /// Release times of data segments when the congestion controller paces (BBR).
+    pacer: Pacer,
     /// PRR's sndcnt: bytes that may be sent now during recovery. A segment started within it is
     /// sent whole, as Linux counts sndcnt in segments.
     recovery_budget: u32,
@@ -333,6 +338,7 @@ impl Connection {
             scoreboard: SackScoreboard::new(iss, send_mss),
             sack_recovery: false,
             prr: None,
+            pacer: Pacer::default(),
             recovery_budget: 0,
             undo_armed: false,
             sent: SentLog::new(),
@@ -449,6 +455,7 @@ impl Connection {
     pub fn set_congestion(&mut self, algorithm: CongestionAlgorithm) {
         self.config.congestion = algorithm;
         self.cc = algorithm.build(self.send_mss);
+        self.pacer.reset();
         self.undo_armed = false;
         self.in_recovery = false;
         self.sack_recovery = false;
@@ -469,6 +476,7 @@ impl Connection {
             cwnd: self.cc.window(),
             ssthresh: self.cc.ssthresh(),
             congestion: self.config.congestion,
+            path: self.cc.path_model(),
             sack: self.sack_permitted,
             timestamps: self.timestamps,
             ..self.stats

@@ -70,7 +70,11 @@ impl Connection {
             // segment that left the network.
             (self.snd_nxt - self.snd_una).saturating_sub(self.dup_acks * self.send_mss)
         };
-        if let Some(prr) = &mut self.prr {
+        if self.cc.sets_cwnd_in_recovery() {
+            // Linux's cong_control hook: an algorithm that sets cwnd on every ACK (BBR, with its
+            // own packet conservation) governs recovery; PRR is for those that set ssthresh.
+            self.recovery_budget = self.cc.window().saturating_sub(pipe);
+        } else if let Some(prr) = &mut self.prr {
             self.recovery_budget = prr.on_ack(delivered, pipe, self.send_mss);
         }
     }

@@ -68,6 +68,10 @@ impl Connection {
                 return Some(probe);
             }
         }
+        if self.pacing_holds_data(now) {
+            // Only data waits for its release time; an ACK never does.
+            return self.ack_pending.then(|| self.send_ack());
+        }
         let rack = self.rack_active();
         if self.fast_retransmit_pending {
             self.fast_retransmit_pending = false;
@@ -139,6 +143,12 @@ impl Connection {
             return Some(self.send_ack());
         }
         None
+    }
+
+    /// The congestion controller paces (BBR) and the next data segment's release time has not
+    /// come: the connection's timer wakes it then (see `poll_timeout`).
+    fn pacing_holds_data(&mut self, now: Instant) -> bool {
+        self.cc.pacing_rate().is_some() && !self.pacer.admit(now)
     }
 
     /// Where the next data (or FIN) segment starting at `tx_next` should end, if one may be sent
@@ -301,6 +311,9 @@ impl Connection {
         let header = self.header_for_payload(start, flags, len);
         if len > 0 {
             self.last_data_sent = Some(now);
+        }
+        if let Some(rate) = self.cc.pacing_rate() {
+            self.pacer.on_sent(end - start, rate, self.send_mss, now);
         }
         if self.in_recovery {
             let sent = end - start;

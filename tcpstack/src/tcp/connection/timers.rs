@@ -24,6 +24,7 @@ impl Connection {
             self.keepalive_deadline(),
             self.user_timeout_deadline(),
             self.time_wait().map(|tw| tw.deadline),
+            self.pacer.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -42,6 +43,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        self.pacer.on_timeout(now);
         if self.user_timeout_deadline().is_some_and(|t| t <= now) {
             // RFC 9293 §3.8.3 / RFC 5482: the user timeout aborts the connection.
             self.fail(ConnectionError::TimedOut);
