@@ -13,6 +13,7 @@
 //! `failed: <reason>` and the rest goes on.
 
 mod load;
+mod loss;
 mod procs;
 mod report;
 
@@ -78,8 +79,12 @@ struct Plan {
     rounds: usize,
     /// Rounds (from the first) that also measure memory with idle connections.
     idle_rounds: usize,
-    /// Rounds of the loss rows (3 at most: each costs eight bulk runs).
+    /// Rounds of the loss rows (2 at most: each costs six iperf3 runs and one echo per sender).
     loss_rounds: usize,
+    /// Seconds of each iperf3 run of the loss rows.
+    loss_secs: u64,
+    /// Only the 2 % loss rows.
+    quick: bool,
     load: Load,
 }
 
@@ -102,7 +107,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let plan = Plan {
         rounds,
         idle_rounds: if args.quick { 1 } else { rounds },
-        loss_rounds: if args.quick { 1 } else { rounds.min(3) },
+        loss_rounds: if args.quick { 1 } else { rounds.min(2) },
+        loss_secs: if args.quick { LOSS_MIN_SECS } else { 8 },
+        quick: args.quick,
         load: Load {
             bulk_secs: if args.quick { 2 } else { 10 },
             rr_secs: if args.quick { 2 } else { 10 },
@@ -137,7 +144,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     step("removing the lab");
     lab.destroy()?;
     let commands = outcome?;
-    measure_loss(loss_spec, &tcpstack, &plan, &mut results)?;
+    let mut loss_results = loss::LossResults::default();
+    measure_loss(loss_spec, &tcpstack, &plan, &mut loss_results)?;
 
     let run = RunInfo {
         quick: args.quick,
@@ -155,7 +163,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let svg_path = out_dir.join("report.svg");
     std::fs::write(
         &json_path,
-        serde_json::to_vec_pretty(&report::to_json(&results, &run))?,
+        serde_json::to_vec_pretty(&{
+            let mut json = report::to_json(&results, &run);
+            json["loss"] = loss::to_json(&loss_results);
+            json
+        })?,
     )
     .with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&svg_path, report::svg(&results))
@@ -165,6 +177,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     println!();
     print!("{}", report::table(&results));
+    println!();
+    print!("{}", loss::table(&loss_results));
     let notes = report::notes(&results);
     if !notes.is_empty() {
         println!("\nFailures (the full output of each is in report.json):");
@@ -177,8 +191,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         svg_path.display()
     );
     println!(
-        "\n----- README snippet -----\n{}",
-        report::markdown(&results, &run)
+        "\n----- README snippet -----\n{}\n{}",
+        report::markdown(&results, &run),
+        loss::markdown(&loss_results)
     );
     Ok(())
 }
@@ -338,109 +353,48 @@ fn bulk_rows(
 const LOSS_MIN_SECS: u64 = 5;
 
 /// The loss rows, in a lab of their own (the bridge in between would change every other row).
-fn measure_loss(spec: LabSpec, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Result<()> {
+fn measure_loss(
+    spec: LabSpec,
+    tcpstack: &Path,
+    plan: &Plan,
+    results: &mut loss::LossResults,
+) -> Result<()> {
+    results.senders = loss::senders(tcpstack)?;
     step(&format!(
-        "creating the loss lab: {} <-> bridge in {} <-> {}",
+        "creating the loss lab: {} <-> bridge in {} <-> {}; senders: {}",
         spec.ns_a,
         spec.ns_link.as_deref().unwrap_or("?"),
-        spec.ns_b
+        spec.ns_b,
+        results
+            .senders
+            .iter()
+            .map(loss::Sender::label)
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let lab = Lab::create(spec)?;
-    // The kernel's TCP runs CUBIC, Linux's default and tcpstack's, whatever the host chose
-    // (this machine's is BBR, which shrugs off random loss): iperf3 -C sets it on the kernel
-    // sockets of both ends, so the rows compare loss recovery and congestion response like for
-    // like. (The namespaces' default cannot be set: CUBIC is not in the host's allowed list.)
     // A run shorter than 5 s is one or two retransmission timeouts more or less at 3 %.
     let load = Load {
-        congestion: Some("cubic"),
-        bulk_secs: plan.load.bulk_secs.max(LOSS_MIN_SECS),
+        bulk_secs: plan.loss_secs.max(LOSS_MIN_SECS),
         ..plan.load.clone()
     };
+    // --quick keeps the 2 % rows only.
+    let levels: Vec<_> = loss::LOSS_LEVELS
+        .iter()
+        .filter(|(p, ..)| !plan.quick || *p == 0.02)
+        .copied()
+        .collect();
     let outcome = (|| {
         prepare_peer(&lab)?;
         for round in 1..=plan.loss_rounds {
-            for target in [Target::Kernel, Target::Xdp] {
-                let label = format!("loss {round}/{} {:<6}", plan.loss_rounds, target.name());
-                loss_rows(&lab, tcpstack, &load, target, &label, results)?;
-            }
+            let label = format!("loss {round}/{}", plan.loss_rounds);
+            loss::round(&lab, tcpstack, &load, &levels, &label, results)?;
         }
         Ok(())
     })();
     step("removing the loss lab");
     lab.destroy()?;
     outcome
-}
-
-/// The loss rates of the loss rows, with their rows: client->server, then -R.
-const LOSS_RUNS: [(f64, &str, &str); 2] = [
-    (0.01, report::LOSS1_UP, report::LOSS1_DOWN),
-    (0.03, report::LOSS3_UP, report::LOSS3_DOWN),
-];
-
-/// iperf3 with one stream each way while iptables on the bridge between A and B drops each
-/// segment of the iperf3 port with the given probability, either way (data and ACKs).
-fn loss_rows(
-    lab: &Lab,
-    tcpstack: &Path,
-    load: &Load,
-    target: Target,
-    label: &str,
-    results: &mut Results,
-) -> Result<()> {
-    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
-        Ok(server) => server,
-        Err(error) => {
-            check_interrupt()?;
-            let why = reason(&error);
-            step(&format!("{label} iperf3 server (loss rows) failed: {why}"));
-            for (_, up, down) in LOSS_RUNS {
-                results.fail(up, target, &why);
-                results.fail(down, target, &why);
-            }
-            return Ok(());
-        }
-    };
-    let mut wedged: Option<String> = None;
-    for (probability, up, down) in LOSS_RUNS {
-        let rules = lab
-            .add_tcp_port_loss(load::IPERF3_PORT, probability)
-            .context("adding the loss rules")?;
-        for (row, reverse) in [(up, false), (down, true)] {
-            if let Some(why) = &wedged {
-                results.fail(row, target, why);
-                continue;
-            }
-            pause(Duration::from_millis(300))?;
-            let measured = server
-                .check_alive()
-                .and_then(|()| load::iperf3(lab, load, 1, reverse));
-            check_interrupt()?;
-            let direction = if reverse { "-R" } else { "  " };
-            let percent = probability * 100.0;
-            match measured {
-                Ok(bulk) => {
-                    step(&format!(
-                        "{label} iperf3 {direction} {percent} % loss: {:.2} Gbit/s",
-                        bulk.bits_per_second / 1e9
-                    ));
-                    results.record(row, target, bulk.bits_per_second / 1e9);
-                }
-                Err(error) => {
-                    let why = reason(&error);
-                    step(&format!(
-                        "{label} iperf3 {direction} {percent} % loss: failed: {why}"
-                    ));
-                    results.fail(row, target, &why);
-                    if procs::hung(&error) {
-                        wedged = Some(format!("skipped: an earlier iperf3 run hung: {why}"));
-                    }
-                }
-            }
-        }
-        drop(rules);
-    }
-    server.stop();
-    Ok(())
 }
 
 /// rr (1 connection) and crr (a few workers) with `tcpstack bench` against the echo servers.

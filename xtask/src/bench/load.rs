@@ -68,6 +68,7 @@ pub fn server_command(
     tcpstack: &Path,
     target: Target,
     service: Service,
+    tcpstack_flags: &[String],
 ) -> Result<Command> {
     let spec = &lab.spec;
     let port = service.port().to_string();
@@ -99,6 +100,7 @@ pub fn server_command(
                 "--backend",
                 target.name(),
             ]);
+            cmd.args(tcpstack_flags);
         }
     }
     quiet_rust(&mut cmd);
@@ -112,9 +114,20 @@ pub fn start_server(
     target: Target,
     service: Service,
 ) -> Result<RunningServer> {
+    start_server_with(lab, tcpstack, target, service, &[])
+}
+
+/// [`start_server`] with more flags for `tcpstack serve` (the kernel's servers take none).
+pub fn start_server_with(
+    lab: &Lab,
+    tcpstack: &Path,
+    target: Target,
+    service: Service,
+    tcpstack_flags: &[String],
+) -> Result<RunningServer> {
     check_interrupt()?;
     let spec = &lab.spec;
-    let cmd = server_command(lab, tcpstack, target, service)?;
+    let cmd = server_command(lab, tcpstack, target, service, tcpstack_flags)?;
     let command = describe(&cmd);
     let process = match target {
         Target::Kernel => {
@@ -308,7 +321,7 @@ fn client_flags(help: &str, peer_iface: &str) -> Vec<String> {
 }
 
 /// The help text of one option: from its flag to the line of the next option.
-fn option_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+pub fn option_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
     let start = help.match_indices(flag).map(|(i, _)| i).find(|&i| {
         !help[i + flag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
     })?;

@@ -70,10 +70,6 @@ pub const CONNECT_P99: &str = "connect_p99";
 pub const CPU_PER_GB: &str = "cpu_per_gb";
 pub const CPU_PER_10K: &str = "cpu_per_10k_conns";
 pub const IDLE_RSS: &str = "idle_rss";
-pub const LOSS1_UP: &str = "loss1_up";
-pub const LOSS1_DOWN: &str = "loss1_down";
-pub const LOSS3_UP: &str = "loss3_up";
-pub const LOSS3_DOWN: &str = "loss3_down";
 
 pub const ROWS: &[RowSpec] = &[
     row(
@@ -143,30 +139,6 @@ pub const ROWS: &[RowSpec] = &[
         "server RSS, 10 000 idle connections",
         "MB",
         Better::Lower,
-    ),
-    row(
-        LOSS1_UP,
-        "iperf3 client->server, 1 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS1_DOWN,
-        "iperf3 -R server->client, 1 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS3_UP,
-        "iperf3 client->server, 3 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS3_DOWN,
-        "iperf3 -R server->client, 3 % loss each way",
-        "Gbit/s",
-        Better::Higher,
     ),
 ];
 
