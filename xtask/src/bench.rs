@@ -166,6 +166,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         serde_json::to_vec_pretty(&{
             let mut json = report::to_json(&results, &run);
             json["loss"] = loss::to_json(&loss_results);
+            json["receive_loss"] = report::receive_loss_json(&results);
             json
         })?,
     )
@@ -283,7 +284,13 @@ fn bulk_rows(
         (report::BULK_DOWN_1, 1, true),
         (report::BULK_DOWN_4, 4, true),
     ];
-    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
+    let stats_path = load.scratch.join("serve-stats.json");
+    let _ = std::fs::remove_file(&stats_path);
+    let flags = match target {
+        Target::Kernel => Vec::new(),
+        _ => load::stats_flags(&stats_path),
+    };
+    let mut server = match load::start_server_with(lab, tcpstack, target, Service::Iperf3, &flags) {
         Ok(server) => server,
         Err(error) => {
             check_interrupt()?;
@@ -305,21 +312,55 @@ fn bulk_rows(
             continue;
         }
         pause(Duration::from_millis(300))?;
+        let counted = target != Target::Kernel && streams == 4;
         let measured = server.check_alive().and_then(|()| {
+            let loss_before = counted
+                .then(|| load::ReceiveLoss::read(&stats_path))
+                .transpose()?;
             let before = cpu_seconds(server.pid())?;
             let bulk = load::iperf3(lab, load, streams, reverse)?;
             let used = cpu_seconds(server.pid())? - before;
-            Ok((bulk, used))
+            let lost = match loss_before {
+                Some(before) => {
+                    // The server writes its counters every second.
+                    pause(Duration::from_millis(1100))?;
+                    Some(load::ReceiveLoss::read(&stats_path)?.since(&before))
+                }
+                None => None,
+            };
+            Ok((bulk, used, lost))
         });
         check_interrupt()?;
         let direction = if reverse { "-R" } else { "  " };
         match measured {
-            Ok((bulk, used)) => {
+            Ok((bulk, used, lost)) => {
                 step(&format!(
                     "{label} iperf3 {direction} -P {streams}: {:.2} Gbit/s, server CPU {used:.2} s",
                     bulk.bits_per_second / 1e9
                 ));
                 results.record(row, target, bulk.bits_per_second / 1e9);
+                if let (false, 4, Some(retransmits)) = (reverse, streams, bulk.client_retransmits) {
+                    step(&format!(
+                        "{label} kernel client retransmitted {retransmits}"
+                    ));
+                    results.record(report::RETRANSMITS_UP_4, target, retransmits);
+                }
+                if let Some(lost) = lost {
+                    step(&format!(
+                        "{label} server receive loss: {:.0} frames (XDP rx_dropped {:.0}, \
+                         rx_ring_full {:.0}, beyond the window {:.0}); fill ring empty {:.0} \
+                         times, tx ring empty {:.0}; {:.0} bytes cut by a full receive buffer",
+                        lost.frames_lost(),
+                        lost.rx_dropped,
+                        lost.rx_ring_full,
+                        lost.beyond_window,
+                        lost.fill_ring_empty,
+                        lost.tx_ring_empty,
+                        lost.trimmed_bytes
+                    ));
+                    results.record(report::SERVER_DROPS_4, target, lost.frames_lost());
+                    results.receive_loss.push((row, target, lost));
+                }
                 cpu += used;
                 bytes += bulk.bytes;
             }

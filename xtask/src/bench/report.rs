@@ -70,6 +70,8 @@ pub const CONNECT_P99: &str = "connect_p99";
 pub const CPU_PER_GB: &str = "cpu_per_gb";
 pub const CPU_PER_10K: &str = "cpu_per_10k_conns";
 pub const IDLE_RSS: &str = "idle_rss";
+pub const RETRANSMITS_UP_4: &str = "retransmits_up_4";
+pub const SERVER_DROPS_4: &str = "server_drops_4";
 
 pub const ROWS: &[RowSpec] = &[
     row(
@@ -95,6 +97,18 @@ pub const ROWS: &[RowSpec] = &[
         "iperf3 -R server->client, 4 streams",
         "Gbit/s",
         Better::Higher,
+    ),
+    row(
+        RETRANSMITS_UP_4,
+        "kernel client's retransmissions, iperf3 -P 4",
+        "segments",
+        Better::Lower,
+    ),
+    row(
+        SERVER_DROPS_4,
+        "frames tcpstack lost on receive, iperf3 -P 4 both ways",
+        "frames",
+        Better::Lower,
     ),
     row(
         RR_RATE,
@@ -170,6 +184,20 @@ pub struct Cell {
 #[derive(Debug, Default)]
 pub struct Results {
     cells: BTreeMap<(&'static str, Target), Cell>,
+    /// The server's receive-loss counters over each -P 4 run of tcpstack.
+    pub receive_loss: Vec<(&'static str, Target, crate::bench::load::ReceiveLoss)>,
+}
+
+/// The receive-loss counters of every -P 4 run, for `report.json`.
+pub fn receive_loss_json(results: &Results) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = results
+        .receive_loss
+        .iter()
+        .map(|(row, target, lost)| {
+            serde_json::json!({ "row": row, "target": target, "counters": lost })
+        })
+        .collect();
+    serde_json::Value::Array(runs)
 }
 
 impl Results {
