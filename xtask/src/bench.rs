@@ -4,10 +4,9 @@
 //! serves the same load from the kernel's TCP first, then from `tcpstack serve --backend xdp`,
 //! then `--backend raw`: iperf3 bulk (both directions, 1 and 4 streams), 1-byte
 //! request/response and connect-request-response-close (`tcpstack bench`), server CPU per GB
-//! and per 10k connections, server memory with 10 000 idle connections, and one-stream iperf3
-//! each way with 1 % and 3 % random loss in both directions of the link (iptables `statistic`
-//! on a bridge between the namespaces, in a lab of its own; kernel and xdp only, once with
-//! `--quick`). The medians over the
+//! and per 10k connections, server memory with 10 000 idle connections, the kernel client's
+//! retransmissions and tcpstack's receive-loss counters at -P 4, and the loss rows of
+//! `bench/loss.rs` (in a lab of their own, kernel and xdp only). The medians over the
 //! rounds, and tcpstack / kernel for each row, go to the terminal, `target/bench/report.json`,
 //! `target/bench/report.svg` and a README snippet. A tcpstack row that fails shows as
 //! `failed: <reason>` and the rest goes on.
@@ -173,6 +172,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     .with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&svg_path, report::svg(&results))
         .with_context(|| format!("writing {}", svg_path.display()))?;
+    let loss_svg_path = out_dir.join("loss.svg");
+    std::fs::write(&loss_svg_path, loss::svg(&loss_results))
+        .with_context(|| format!("writing {}", loss_svg_path.display()))?;
     let _ = std::fs::remove_file(out_dir.join("client.stdout"));
     let _ = std::fs::remove_file(out_dir.join("client.stderr"));
 
@@ -186,10 +188,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         print!("{}", report::notes_text(&notes));
     }
     println!(
-        "\nxtask: bench took {:.0} s (build excluded); wrote {} and {}",
+        "\nxtask: bench took {:.0} s (build excluded); wrote {}, {} and {}",
         run.elapsed_secs,
         json_path.display(),
-        svg_path.display()
+        svg_path.display(),
+        loss_svg_path.display()
     );
     println!(
         "\n----- README snippet -----\n{}\n{}",

@@ -512,6 +512,24 @@ pub fn to_json(results: &LossResults) -> serde_json::Value {
     serde_json::json!({ "senders": senders, "rows": rows })
 }
 
+/// The loss rows' ratios (every tcpstack algorithm against both kernels) as `loss.svg`.
+pub fn svg(results: &LossResults) -> String {
+    let pairs = results.pairs();
+    let series: Vec<String> = pairs.iter().map(|&p| pair_label(results, p)).collect();
+    let rows: Vec<(RowSpec, Vec<Option<f64>>)> = rows()
+        .into_iter()
+        .map(|row| {
+            let ratios = pairs.iter().map(|&p| results.ratio(row.id, p)).collect();
+            (row, ratios)
+        })
+        .collect();
+    super::report::ratio_chart(
+        "loss rows: tcpstack / kernel (medians; log scale, 1 = same as the kernel)",
+        &series,
+        &rows,
+    )
+}
+
 /// The loss rows as a README table.
 pub fn markdown(results: &LossResults) -> String {
     let pairs = results.pairs();
