@@ -288,13 +288,21 @@ impl ReceiveLoss {
         let queues = value["xdp_queues"].as_array().cloned().unwrap_or_default();
         let queue_sum = |name: &str| queues.iter().filter_map(|q| q[name].as_f64()).sum();
         let drops = &value["endpoint"]["receive_drops"];
+        let drop_count = |name: &str| {
+            drops[name].as_f64().ok_or_else(|| {
+                anyhow!(
+                    "{} has no endpoint.receive_drops.{name}: this tcpstack is older than the counter",
+                    path.display()
+                )
+            })
+        };
         Ok(ReceiveLoss {
             rx_dropped: queue_sum("rx_dropped"),
             rx_ring_full: queue_sum("rx_ring_full"),
             fill_ring_empty: queue_sum("fill_ring_empty"),
             tx_ring_empty: queue_sum("tx_ring_empty"),
-            beyond_window: drops["beyond_window"].as_f64().unwrap_or(0.0),
-            trimmed_bytes: drops["trimmed_bytes"].as_f64().unwrap_or(0.0),
+            beyond_window: drop_count("beyond_window")?,
+            trimmed_bytes: drop_count("trimmed_bytes")?,
         })
     }
 }
