@@ -317,20 +317,17 @@ fn bulk_rows(
         pause(Duration::from_millis(300))?;
         let counted = target != Target::Kernel && streams == 4;
         let measured = server.check_alive().and_then(|()| {
-            let loss_before = counted
-                .then(|| load::ReceiveLoss::read(&stats_path))
-                .transpose()?;
+            // A counter that cannot be read fails its own row, not the throughput's.
+            let loss_before = counted.then(|| load::ReceiveLoss::read(&stats_path));
             let before = cpu_seconds(server.pid())?;
             let bulk = load::iperf3(lab, load, streams, reverse)?;
             let used = cpu_seconds(server.pid())? - before;
-            let lost = match loss_before {
-                Some(before) => {
-                    // The server writes its counters every second.
-                    pause(Duration::from_millis(1100))?;
-                    Some(load::ReceiveLoss::read(&stats_path)?.since(&before))
-                }
-                None => None,
-            };
+            let lost = loss_before.map(|before| {
+                let before = before?;
+                // The server writes its counters every second.
+                pause(Duration::from_millis(1100))?;
+                Ok::<_, anyhow::Error>(load::ReceiveLoss::read(&stats_path)?.since(&before))
+            });
             Ok((bulk, used, lost))
         });
         check_interrupt()?;
@@ -348,7 +345,12 @@ fn bulk_rows(
                     ));
                     results.record(report::RETRANSMITS_UP_4, target, retransmits);
                 }
-                if let Some(lost) = lost {
+                if let Some(Err(error)) = &lost {
+                    let why = reason(error);
+                    step(&format!("{label} server receive loss: failed: {why}"));
+                    results.fail(report::SERVER_DROPS_4, target, &why);
+                }
+                if let Some(Ok(lost)) = lost {
                     step(&format!(
                         "{label} server receive loss: {:.0} frames (XDP rx_dropped {:.0}, \
                          rx_ring_full {:.0}, beyond the window {:.0}); fill ring empty {:.0} \
