@@ -4,15 +4,15 @@
 //! serves the same load from the kernel's TCP first, then from `tcpstack serve --backend xdp`,
 //! then `--backend raw`: iperf3 bulk (both directions, 1 and 4 streams), 1-byte
 //! request/response and connect-request-response-close (`tcpstack bench`), server CPU per GB
-//! and per 10k connections, server memory with 10 000 idle connections, and one-stream iperf3
-//! each way with 1 % and 3 % random loss in both directions of the link (iptables `statistic`
-//! on a bridge between the namespaces, in a lab of its own; kernel and xdp only, once with
-//! `--quick`). The medians over the
+//! and per 10k connections, server memory with 10 000 idle connections, the kernel client's
+//! retransmissions and tcpstack's receive-loss counters at -P 4, and the loss rows of
+//! `bench/loss.rs` (in a lab of their own, kernel and xdp only). The medians over the
 //! rounds, and tcpstack / kernel for each row, go to the terminal, `target/bench/report.json`,
 //! `target/bench/report.svg` and a README snippet. A tcpstack row that fails shows as
 //! `failed: <reason>` and the rest goes on.
 
 mod load;
+mod loss;
 mod procs;
 mod report;
 
@@ -78,8 +78,12 @@ struct Plan {
     rounds: usize,
     /// Rounds (from the first) that also measure memory with idle connections.
     idle_rounds: usize,
-    /// Rounds of the loss rows (3 at most: each costs eight bulk runs).
+    /// Rounds of the loss rows (2 at most: each costs six iperf3 runs and one echo per sender).
     loss_rounds: usize,
+    /// Seconds of each iperf3 run of the loss rows.
+    loss_secs: u64,
+    /// Only the 2 % loss rows.
+    quick: bool,
     load: Load,
 }
 
@@ -102,7 +106,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let plan = Plan {
         rounds,
         idle_rounds: if args.quick { 1 } else { rounds },
-        loss_rounds: if args.quick { 1 } else { rounds.min(3) },
+        loss_rounds: if args.quick { 1 } else { rounds.min(2) },
+        loss_secs: if args.quick { LOSS_MIN_SECS } else { 8 },
+        quick: args.quick,
         load: Load {
             bulk_secs: if args.quick { 2 } else { 10 },
             rr_secs: if args.quick { 2 } else { 10 },
@@ -137,7 +143,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     step("removing the lab");
     lab.destroy()?;
     let commands = outcome?;
-    measure_loss(loss_spec, &tcpstack, &plan, &mut results)?;
+    let mut loss_results = loss::LossResults::default();
+    measure_loss(loss_spec, &tcpstack, &plan, &mut loss_results)?;
 
     let run = RunInfo {
         quick: args.quick,
@@ -155,30 +162,42 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let svg_path = out_dir.join("report.svg");
     std::fs::write(
         &json_path,
-        serde_json::to_vec_pretty(&report::to_json(&results, &run))?,
+        serde_json::to_vec_pretty(&{
+            let mut json = report::to_json(&results, &run);
+            json["loss"] = loss::to_json(&loss_results);
+            json["receive_loss"] = report::receive_loss_json(&results);
+            json
+        })?,
     )
     .with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&svg_path, report::svg(&results))
         .with_context(|| format!("writing {}", svg_path.display()))?;
+    let loss_svg_path = out_dir.join("loss.svg");
+    std::fs::write(&loss_svg_path, loss::svg(&loss_results))
+        .with_context(|| format!("writing {}", loss_svg_path.display()))?;
     let _ = std::fs::remove_file(out_dir.join("client.stdout"));
     let _ = std::fs::remove_file(out_dir.join("client.stderr"));
 
     println!();
     print!("{}", report::table(&results));
+    println!();
+    print!("{}", loss::table(&loss_results));
     let notes = report::notes(&results);
     if !notes.is_empty() {
         println!("\nFailures (the full output of each is in report.json):");
         print!("{}", report::notes_text(&notes));
     }
     println!(
-        "\nxtask: bench took {:.0} s (build excluded); wrote {} and {}",
+        "\nxtask: bench took {:.0} s (build excluded); wrote {}, {} and {}",
         run.elapsed_secs,
         json_path.display(),
-        svg_path.display()
+        svg_path.display(),
+        loss_svg_path.display()
     );
     println!(
-        "\n----- README snippet -----\n{}",
-        report::markdown(&results, &run)
+        "\n----- README snippet -----\n{}\n{}",
+        report::markdown(&results, &run),
+        loss::markdown(&loss_results)
     );
     Ok(())
 }
@@ -268,7 +287,13 @@ fn bulk_rows(
         (report::BULK_DOWN_1, 1, true),
         (report::BULK_DOWN_4, 4, true),
     ];
-    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
+    let stats_path = load.scratch.join("serve-stats.json");
+    let _ = std::fs::remove_file(&stats_path);
+    let flags = match target {
+        Target::Kernel => Vec::new(),
+        _ => load::stats_flags(&stats_path),
+    };
+    let mut server = match load::start_server_with(lab, tcpstack, target, Service::Iperf3, &flags) {
         Ok(server) => server,
         Err(error) => {
             check_interrupt()?;
@@ -290,21 +315,57 @@ fn bulk_rows(
             continue;
         }
         pause(Duration::from_millis(300))?;
+        let counted = target != Target::Kernel && streams == 4;
         let measured = server.check_alive().and_then(|()| {
+            // A counter that cannot be read fails its own row, not the throughput's.
+            let loss_before = counted.then(|| load::ReceiveLoss::read(&stats_path));
             let before = cpu_seconds(server.pid())?;
             let bulk = load::iperf3(lab, load, streams, reverse)?;
             let used = cpu_seconds(server.pid())? - before;
-            Ok((bulk, used))
+            let lost = loss_before.map(|before| {
+                let before = before?;
+                // The server writes its counters every second.
+                pause(Duration::from_millis(1100))?;
+                Ok::<_, anyhow::Error>(load::ReceiveLoss::read(&stats_path)?.since(&before))
+            });
+            Ok((bulk, used, lost))
         });
         check_interrupt()?;
         let direction = if reverse { "-R" } else { "  " };
         match measured {
-            Ok((bulk, used)) => {
+            Ok((bulk, used, lost)) => {
                 step(&format!(
                     "{label} iperf3 {direction} -P {streams}: {:.2} Gbit/s, server CPU {used:.2} s",
                     bulk.bits_per_second / 1e9
                 ));
                 results.record(row, target, bulk.bits_per_second / 1e9);
+                if let (false, 4, Some(retransmits)) = (reverse, streams, bulk.client_retransmits) {
+                    step(&format!(
+                        "{label} kernel client retransmitted {retransmits}"
+                    ));
+                    results.record(report::RETRANSMITS_UP_4, target, retransmits);
+                }
+                if let Some(Err(error)) = &lost {
+                    let why = reason(error);
+                    step(&format!("{label} server receive loss: failed: {why}"));
+                    results.fail(report::SERVER_DROPS_4, target, &why);
+                }
+                if let Some(Ok(lost)) = lost {
+                    step(&format!(
+                        "{label} server receive loss: {:.0} frames (XDP rx_dropped {:.0}, \
+                         rx_ring_full {:.0}, beyond the window {:.0}); fill ring empty {:.0} \
+                         times, tx ring empty {:.0}; {:.0} bytes cut by a full receive buffer",
+                        lost.frames_lost(),
+                        lost.rx_dropped,
+                        lost.rx_ring_full,
+                        lost.beyond_window,
+                        lost.fill_ring_empty,
+                        lost.tx_ring_empty,
+                        lost.trimmed_bytes
+                    ));
+                    results.record(report::SERVER_DROPS_4, target, lost.frames_lost());
+                    results.receive_loss.push((row, target, lost));
+                }
                 cpu += used;
                 bytes += bulk.bytes;
             }
@@ -338,109 +399,48 @@ fn bulk_rows(
 const LOSS_MIN_SECS: u64 = 5;
 
 /// The loss rows, in a lab of their own (the bridge in between would change every other row).
-fn measure_loss(spec: LabSpec, tcpstack: &Path, plan: &Plan, results: &mut Results) -> Result<()> {
+fn measure_loss(
+    spec: LabSpec,
+    tcpstack: &Path,
+    plan: &Plan,
+    results: &mut loss::LossResults,
+) -> Result<()> {
+    results.senders = loss::senders(tcpstack)?;
     step(&format!(
-        "creating the loss lab: {} <-> bridge in {} <-> {}",
+        "creating the loss lab: {} <-> bridge in {} <-> {}; senders: {}",
         spec.ns_a,
         spec.ns_link.as_deref().unwrap_or("?"),
-        spec.ns_b
+        spec.ns_b,
+        results
+            .senders
+            .iter()
+            .map(loss::Sender::label)
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let lab = Lab::create(spec)?;
-    // The kernel's TCP runs CUBIC, Linux's default and tcpstack's, whatever the host chose
-    // (this machine's is BBR, which shrugs off random loss): iperf3 -C sets it on the kernel
-    // sockets of both ends, so the rows compare loss recovery and congestion response like for
-    // like. (The namespaces' default cannot be set: CUBIC is not in the host's allowed list.)
     // A run shorter than 5 s is one or two retransmission timeouts more or less at 3 %.
     let load = Load {
-        congestion: Some("cubic"),
-        bulk_secs: plan.load.bulk_secs.max(LOSS_MIN_SECS),
+        bulk_secs: plan.loss_secs.max(LOSS_MIN_SECS),
         ..plan.load.clone()
     };
+    // --quick keeps the 2 % rows only.
+    let levels: Vec<_> = loss::LOSS_LEVELS
+        .iter()
+        .filter(|(p, ..)| !plan.quick || *p == 0.02)
+        .copied()
+        .collect();
     let outcome = (|| {
         prepare_peer(&lab)?;
         for round in 1..=plan.loss_rounds {
-            for target in [Target::Kernel, Target::Xdp] {
-                let label = format!("loss {round}/{} {:<6}", plan.loss_rounds, target.name());
-                loss_rows(&lab, tcpstack, &load, target, &label, results)?;
-            }
+            let label = format!("loss {round}/{}", plan.loss_rounds);
+            loss::round(&lab, tcpstack, &load, &levels, &label, results)?;
         }
         Ok(())
     })();
     step("removing the loss lab");
     lab.destroy()?;
     outcome
-}
-
-/// The loss rates of the loss rows, with their rows: client->server, then -R.
-const LOSS_RUNS: [(f64, &str, &str); 2] = [
-    (0.01, report::LOSS1_UP, report::LOSS1_DOWN),
-    (0.03, report::LOSS3_UP, report::LOSS3_DOWN),
-];
-
-/// iperf3 with one stream each way while iptables on the bridge between A and B drops each
-/// segment of the iperf3 port with the given probability, either way (data and ACKs).
-fn loss_rows(
-    lab: &Lab,
-    tcpstack: &Path,
-    load: &Load,
-    target: Target,
-    label: &str,
-    results: &mut Results,
-) -> Result<()> {
-    let mut server = match load::start_server(lab, tcpstack, target, Service::Iperf3) {
-        Ok(server) => server,
-        Err(error) => {
-            check_interrupt()?;
-            let why = reason(&error);
-            step(&format!("{label} iperf3 server (loss rows) failed: {why}"));
-            for (_, up, down) in LOSS_RUNS {
-                results.fail(up, target, &why);
-                results.fail(down, target, &why);
-            }
-            return Ok(());
-        }
-    };
-    let mut wedged: Option<String> = None;
-    for (probability, up, down) in LOSS_RUNS {
-        let rules = lab
-            .add_tcp_port_loss(load::IPERF3_PORT, probability)
-            .context("adding the loss rules")?;
-        for (row, reverse) in [(up, false), (down, true)] {
-            if let Some(why) = &wedged {
-                results.fail(row, target, why);
-                continue;
-            }
-            pause(Duration::from_millis(300))?;
-            let measured = server
-                .check_alive()
-                .and_then(|()| load::iperf3(lab, load, 1, reverse));
-            check_interrupt()?;
-            let direction = if reverse { "-R" } else { "  " };
-            let percent = probability * 100.0;
-            match measured {
-                Ok(bulk) => {
-                    step(&format!(
-                        "{label} iperf3 {direction} {percent} % loss: {:.2} Gbit/s",
-                        bulk.bits_per_second / 1e9
-                    ));
-                    results.record(row, target, bulk.bits_per_second / 1e9);
-                }
-                Err(error) => {
-                    let why = reason(&error);
-                    step(&format!(
-                        "{label} iperf3 {direction} {percent} % loss: failed: {why}"
-                    ));
-                    results.fail(row, target, &why);
-                    if procs::hung(&error) {
-                        wedged = Some(format!("skipped: an earlier iperf3 run hung: {why}"));
-                    }
-                }
-            }
-        }
-        drop(rules);
-    }
-    server.stop();
-    Ok(())
 }
 
 /// rr (1 connection) and crr (a few workers) with `tcpstack bench` against the echo servers.

@@ -31,7 +31,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::tcp::{
-    self, Connection, Event, FourTuple, IsnGenerator, Segment, State, TimeWait, TimeWaitOutcome,
+    self, Connection, Event, FourTuple, IsnGenerator, ReceiveDrops, Segment, State, TimeWait,
+    TimeWaitOutcome,
 };
 use crate::wire::{self, SeqNum, TcpHeader};
 use crate::FastHashMap;
@@ -200,6 +201,8 @@ pub struct Endpoint {
     retransmits_of_freed: u64,
     /// PAWS rejections of freed connections and of TIME-WAIT entries.
     paws_rejected_elsewhere: u64,
+    /// Receive-window drops of connections already freed.
+    receive_drops_of_freed: ReceiveDrops,
     handshakes: HandshakeLatency,
 }
 
@@ -232,6 +235,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             retransmits_of_freed: 0,
+            receive_drops_of_freed: ReceiveDrops::default(),
             paws_rejected_elsewhere: 0,
             handshakes: HandshakeLatency::default(),
         }
@@ -331,12 +335,15 @@ impl Endpoint {
     }
 
     pub fn stats(&self) -> EndpointStats {
+        let mut receive_drops = self.receive_drops_of_freed;
         let (live_retransmits, live_paws_rejected) =
             self.connections.values().fold((0, 0), |(r, p), slot| {
                 let stats = slot.conn.stats();
+                receive_drops.add(stats.receive_drops);
                 (r + stats.retransmits, p + stats.paws_rejected)
             });
         EndpointStats {
+            receive_drops,
             retransmits: self.retransmits_of_freed + live_retransmits,
             paws_rejected: self.paws_rejected_elsewhere + live_paws_rejected,
             connections_now: self.connections.len() as u64,
@@ -680,6 +687,8 @@ impl Endpoint {
         }
         self.retransmits_of_freed += slot.conn.stats().retransmits;
         self.paws_rejected_elsewhere += slot.conn.stats().paws_rejected;
+        self.receive_drops_of_freed
+            .add(slot.conn.stats().receive_drops);
         self.stats.connections_closed += 1;
         if let Some(record) = time_wait {
             self.stats.time_wait_entries += 1;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::tcp::ReceiveDrops;
 use crate::wire::WireError;
 
 /// Packets the parser rejected, one counter per [`WireError`] variant.
@@ -131,6 +132,8 @@ pub struct EndpointStats {
     /// Segments PAWS dropped as old duplicates (RFC 7323 §5), summed over all connections,
     /// live and freed, and the TIME-WAIT entries.
     pub paws_rejected: u64,
+    /// Data the connections' receive windows turned away, summed like `retransmits`.
+    pub receive_drops: ReceiveDrops,
     pub connections_now: u64,
     pub time_wait_now: u64,
 }

@@ -81,7 +81,7 @@ use bytes::Bytes;
 use crate::wire::{SeqNum, TcpFlags, TcpHeader};
 
 pub use congestion::{CongestionControl, NewReno};
-pub use connection::{Connection, ConnectionStats};
+pub use connection::{Connection, ConnectionStats, ReceiveDrops};
 pub(crate) use isn::tuple_hasher;
 pub use isn::IsnGenerator;
 pub use time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};

@@ -68,6 +68,7 @@ pub fn server_command(
     tcpstack: &Path,
     target: Target,
     service: Service,
+    tcpstack_flags: &[String],
 ) -> Result<Command> {
     let spec = &lab.spec;
     let port = service.port().to_string();
@@ -99,6 +100,7 @@ pub fn server_command(
                 "--backend",
                 target.name(),
             ]);
+            cmd.args(tcpstack_flags);
         }
     }
     quiet_rust(&mut cmd);
@@ -112,9 +114,20 @@ pub fn start_server(
     target: Target,
     service: Service,
 ) -> Result<RunningServer> {
+    start_server_with(lab, tcpstack, target, service, &[])
+}
+
+/// [`start_server`] with more flags for `tcpstack serve` (the kernel's servers take none).
+pub fn start_server_with(
+    lab: &Lab,
+    tcpstack: &Path,
+    target: Target,
+    service: Service,
+    tcpstack_flags: &[String],
+) -> Result<RunningServer> {
     check_interrupt()?;
     let spec = &lab.spec;
-    let cmd = server_command(lab, tcpstack, target, service)?;
+    let cmd = server_command(lab, tcpstack, target, service, tcpstack_flags)?;
     let command = describe(&cmd);
     let process = match target {
         Target::Kernel => {
@@ -167,6 +180,8 @@ pub struct Load {
 pub struct Bulk {
     pub bits_per_second: f64,
     pub bytes: f64,
+    /// The client's retransmitted segments (`end.sum_sent.retransmits`), when it sent.
+    pub client_retransmits: Option<f64>,
 }
 
 /// `iperf3 -c A -J -t T [-P N] [-R]` from namespace B.
@@ -222,7 +237,74 @@ pub fn parse_iperf3(json: &str) -> Result<Bulk> {
     Ok(Bulk {
         bits_per_second,
         bytes,
+        client_retransmits: value["end"]["sum_sent"]["retransmits"].as_f64(),
     })
+}
+
+/// The flags that make `tcpstack serve` write its counters to `path` every second.
+pub fn stats_flags(path: &Path) -> Vec<String> {
+    vec![
+        "--stats-interval".into(),
+        "1".into(),
+        "--stats-json".into(),
+        path.display().to_string(),
+    ]
+}
+
+/// Where a received frame can be lost, from `tcpstack serve --stats-json`: the kernel's
+/// XDP_STATISTICS summed over the AF_XDP sockets, and what the receive windows turned away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ReceiveLoss {
+    pub rx_dropped: f64,
+    pub rx_ring_full: f64,
+    pub fill_ring_empty: f64,
+    pub tx_ring_empty: f64,
+    pub beyond_window: f64,
+    pub trimmed_bytes: f64,
+}
+
+impl ReceiveLoss {
+    /// Frames that arrived and never reached a connection's receive buffer.
+    pub fn frames_lost(&self) -> f64 {
+        self.rx_dropped + self.rx_ring_full + self.beyond_window
+    }
+
+    pub fn since(&self, before: &ReceiveLoss) -> ReceiveLoss {
+        ReceiveLoss {
+            rx_dropped: self.rx_dropped - before.rx_dropped,
+            rx_ring_full: self.rx_ring_full - before.rx_ring_full,
+            fill_ring_empty: self.fill_ring_empty - before.fill_ring_empty,
+            tx_ring_empty: self.tx_ring_empty - before.tx_ring_empty,
+            beyond_window: self.beyond_window - before.beyond_window,
+            trimmed_bytes: self.trimmed_bytes - before.trimmed_bytes,
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<ReceiveLoss> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the server's counters in {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing the server's counters in {}", path.display()))?;
+        let queues = value["xdp_queues"].as_array().cloned().unwrap_or_default();
+        let queue_sum = |name: &str| queues.iter().filter_map(|q| q[name].as_f64()).sum();
+        let drops = &value["endpoint"]["receive_drops"];
+        let drop_count = |name: &str| {
+            drops[name].as_f64().ok_or_else(|| {
+                anyhow!(
+                    "{} has no endpoint.receive_drops.{name}: this tcpstack is older than the counter",
+                    path.display()
+                )
+            })
+        };
+        Ok(ReceiveLoss {
+            rx_dropped: queue_sum("rx_dropped"),
+            rx_ring_full: queue_sum("rx_ring_full"),
+            fill_ring_empty: queue_sum("fill_ring_empty"),
+            tx_ring_empty: queue_sum("tx_ring_empty"),
+            beyond_window: drop_count("beyond_window")?,
+            trimmed_bytes: drop_count("trimmed_bytes")?,
+        })
+    }
 }
 
 /// How `tcpstack bench` is run from namespace B: the flags that make it a kernel-TCP client
@@ -308,7 +390,7 @@ fn client_flags(help: &str, peer_iface: &str) -> Vec<String> {
 }
 
 /// The help text of one option: from its flag to the line of the next option.
-fn option_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+pub fn option_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
     let start = help.match_indices(flag).map(|(i, _)| i).find(|&i| {
         !help[i + flag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
     })?;
@@ -424,7 +506,8 @@ mod tests {
             parse_iperf3(json).expect("parses"),
             Bulk {
                 bits_per_second: 4e9,
-                bytes: 1e9
+                bytes: 1e9,
+                client_retransmits: None,
             }
         );
     }

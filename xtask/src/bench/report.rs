@@ -70,10 +70,8 @@ pub const CONNECT_P99: &str = "connect_p99";
 pub const CPU_PER_GB: &str = "cpu_per_gb";
 pub const CPU_PER_10K: &str = "cpu_per_10k_conns";
 pub const IDLE_RSS: &str = "idle_rss";
-pub const LOSS1_UP: &str = "loss1_up";
-pub const LOSS1_DOWN: &str = "loss1_down";
-pub const LOSS3_UP: &str = "loss3_up";
-pub const LOSS3_DOWN: &str = "loss3_down";
+pub const RETRANSMITS_UP_4: &str = "retransmits_up_4";
+pub const SERVER_DROPS_4: &str = "server_drops_4";
 
 pub const ROWS: &[RowSpec] = &[
     row(
@@ -99,6 +97,18 @@ pub const ROWS: &[RowSpec] = &[
         "iperf3 -R server->client, 4 streams",
         "Gbit/s",
         Better::Higher,
+    ),
+    row(
+        RETRANSMITS_UP_4,
+        "kernel client's retransmissions, iperf3 -P 4",
+        "segments",
+        Better::Lower,
+    ),
+    row(
+        SERVER_DROPS_4,
+        "frames tcpstack lost on receive, iperf3 -P 4 both ways",
+        "frames",
+        Better::Lower,
     ),
     row(
         RR_RATE,
@@ -144,30 +154,6 @@ pub const ROWS: &[RowSpec] = &[
         "MB",
         Better::Lower,
     ),
-    row(
-        LOSS1_UP,
-        "iperf3 client->server, 1 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS1_DOWN,
-        "iperf3 -R server->client, 1 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS3_UP,
-        "iperf3 client->server, 3 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
-    row(
-        LOSS3_DOWN,
-        "iperf3 -R server->client, 3 % loss each way",
-        "Gbit/s",
-        Better::Higher,
-    ),
 ];
 
 /// The median of the values (the mean of the middle two for an even count); `None` when empty.
@@ -198,6 +184,20 @@ pub struct Cell {
 #[derive(Debug, Default)]
 pub struct Results {
     cells: BTreeMap<(&'static str, Target), Cell>,
+    /// The server's receive-loss counters over each -P 4 run of tcpstack.
+    pub receive_loss: Vec<(&'static str, Target, crate::bench::load::ReceiveLoss)>,
+}
+
+/// The receive-loss counters of every -P 4 run, for `report.json`.
+pub fn receive_loss_json(results: &Results) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = results
+        .receive_loss
+        .iter()
+        .map(|(row, target, lost)| {
+            serde_json::json!({ "row": row, "target": target, "counters": lost })
+        })
+        .collect();
+    serde_json::Value::Array(runs)
 }
 
 impl Results {
@@ -243,6 +243,7 @@ pub fn format_value(unit: &str, value: f64) -> String {
         "Gbit/s" => format!("{value:.2}"),
         "s/GB" | "s/10k" => format!("{value:.3}"),
         "MB" => format!("{value:.1}"),
+        "s" => format!("{value:.2}"),
         _ => format!("{value:.0}"),
     }
 }
@@ -523,13 +524,14 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
          clients in namespace B: `iperf3 -c -J` for bulk throughput, `tcpstack bench --backend \
          kernel --mode rr|crr` (the kernel's TCP as the client) for request/response and \
          connection rates (a small epoll echo server on the kernel's TCP is the kernel side), \
-         /proc for the server's CPU time and memory, and one iperf3 stream each way while \
-         iptables `statistic` on a bridge between the namespaces drops 1 % or 3 % of the \
-         segments of the iperf3 port either way (kernel and xdp only; the kernel runs CUBIC \
-         there, as tcpstack does, whatever the host's default). It prints the medians \
-         and writes `target/bench/report.json` and `target/bench/report.svg`. \
-         The full run (5 rounds of 10 s tests, 3 of the loss rows) takes about 25 minutes, \
-         `cargo xtask bench --quick` (2 rounds of 2 s tests, 1 round of 5 s loss tests) under three; \
+         /proc for the server's CPU time and memory (the -P 4 rows add the kernel client's \
+         retransmissions and the frames tcpstack lost on receive). The loss rows (their own \
+         table below) drop 1 %, 2 % or 3 % of the segments either way on a bridge between the \
+         namespaces, with the kernel at the machine's default congestion control and at CUBIC, \
+         and tcpstack with each of its algorithms, plus a 32 MB echo through 2 % loss. \
+         It prints the medians and writes `target/bench/report.json` and `target/bench/report.svg`. \
+         The full run (5 rounds of 10 s tests, 2 of the 8 s loss rows) takes about 30 minutes, \
+         `cargo xtask bench --quick` (2 rounds of 2 s tests, the 2 % loss rows once) about three; \
          `--rounds N` and `--no-build` adjust it.\n"
     );
     let _ = writeln!(
@@ -589,12 +591,39 @@ pub fn markdown(results: &Results, run: &RunInfo) -> String {
 /// A grouped horizontal bar chart of the ratios (xdp and raw per row) on a log scale centred
 /// on 1, written by hand.
 pub fn svg(results: &Results) -> String {
+    let rows: Vec<(RowSpec, Vec<Option<f64>>)> = ROWS
+        .iter()
+        .map(|row| {
+            let kernel = results.cell(row.id, Target::Kernel).median;
+            let ratios = Target::TCPSTACK
+                .iter()
+                .map(|t| ratio(results.cell(row.id, *t).median, kernel))
+                .collect();
+            (*row, ratios)
+        })
+        .collect();
+    let series = ["xdp backend".to_owned(), "raw backend".to_owned()];
+    ratio_chart(
+        "tcpstack / kernel (medians; log scale, 1 = same as the kernel)",
+        &series,
+        &rows,
+    )
+}
+
+/// A grouped horizontal bar chart of ratios on a log scale centred on 1: per row, one bar per
+/// series (a missing ratio is said in words).
+pub fn ratio_chart(title: &str, series: &[String], rows: &[(RowSpec, Vec<Option<f64>>)]) -> String {
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
     const LEFT: f64 = 330.0;
     const PLOT: f64 = 520.0;
     const ROW_H: f64 = 34.0;
     const TOP: f64 = 60.0;
     const MAX_LOG2: f64 = 4.0; // the axis spans 1/16 .. 16
-    let height = TOP + ROW_H * ROWS.len() as f64 + 50.0;
+    let bar_h = 13.0;
+    let row_h = ROW_H.max(8.0 + bar_h * series.len() as f64);
+    let height = TOP + row_h * rows.len() as f64 + 50.0;
     let width = LEFT + PLOT + 90.0;
     let x_of = |r: f64| {
         let l = r.log2().clamp(-MAX_LOG2, MAX_LOG2);
@@ -607,11 +636,12 @@ pub fn svg(results: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15" font-weight="bold">tcpstack / kernel (medians; log scale, 1 = same as the kernel)</text>"#
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        xml_escape(title)
     );
-    let legend = [("#1f77b4", "xdp backend"), ("#ff7f0e", "raw backend")];
-    for (i, (color, label)) in legend.iter().enumerate() {
-        let x = 10.0 + i as f64 * 140.0;
+    for (i, (color, label)) in COLORS.iter().zip(series).enumerate() {
+        let x = 10.0 + i as f64 * 180.0;
+        let label = xml_escape(label);
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="32" width="12" height="12" fill="{color}"/><text x="{}" y="42">{label}</text>"#,
@@ -634,9 +664,8 @@ pub fn svg(results: &Results) -> String {
             height - 25.0
         );
     }
-    for (i, row) in ROWS.iter().enumerate() {
-        let y = TOP + ROW_H * i as f64;
-        let kernel = results.cell(row.id, Target::Kernel).median;
+    for (i, (row, ratios)) in rows.iter().enumerate() {
+        let y = TOP + row_h * i as f64;
         let better = match row.better {
             Better::Higher => "higher is better",
             Better::Lower => "lower is better",
@@ -651,10 +680,10 @@ pub fn svg(results: &Results) -> String {
             y + 27.0,
             xml_escape(row.unit)
         );
-        for (j, (target, (color, _))) in Target::TCPSTACK.iter().zip(legend).enumerate() {
-            let bar_y = y + 4.0 + j as f64 * 13.0;
+        for (j, ((color, name), r)) in COLORS.iter().zip(series).zip(ratios).enumerate() {
+            let bar_y = y + 4.0 + j as f64 * bar_h;
             let center = x_of(1.0);
-            match ratio(results.cell(row.id, *target).median, kernel) {
+            match *r {
                 Some(r) if r > 0.0 => {
                     let x = x_of(r);
                     let (x0, w) = if x >= center {
@@ -676,7 +705,7 @@ pub fn svg(results: &Results) -> String {
                         r##"<text x="{:.1}" y="{}" font-size="10" fill="#a00">{}: no ratio</text>"##,
                         center + 4.0,
                         bar_y + 9.0,
-                        target.name()
+                        xml_escape(name)
                     );
                 }
             }
@@ -793,7 +822,7 @@ mod tests {
         // One bar (xdp for the rr row) plus the two legend swatches and the background.
         assert_eq!(svg.matches("<rect").count(), 4);
         assert!(svg.contains(">0.40</text>"));
-        assert!(svg.contains("raw: no ratio"));
+        assert!(svg.contains("raw backend: no ratio"));
     }
 
     #[test]

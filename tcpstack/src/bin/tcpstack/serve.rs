@@ -222,7 +222,8 @@ fn summary(stack: &Stack) -> String {
         "tcpstack summary: {} connections established ({} accepted, {} opened by us), {} reset \
          and {} timed out, {} still open and {} in TIME-WAIT at exit; {} packets in ({} bytes) \
          and {} out ({} bytes), {} retransmitted, {} RSTs sent and {} received, {} packets \
-         dropped; the link moved {} frames in and {} out, dropping {} on transmit and {} in the \
+         dropped, {} segments beyond the receive window and {} bytes cut by a full receive \
+         buffer; the link moved {} frames in and {} out, dropping {} on transmit and {} in the \
          kernel; the XDP program redirected {} packets and passed {} to the kernel.",
         endpoint.connections_established,
         runtime.accepted,
@@ -239,6 +240,8 @@ fn summary(stack: &Stack) -> String {
         endpoint.resets_sent,
         endpoint.resets_received,
         endpoint.drops.total(),
+        endpoint.receive_drops.beyond_window,
+        endpoint.receive_drops.trimmed_bytes,
         link.rx_frames,
         link.tx_frames,
         link.tx_dropped,

@@ -170,6 +170,9 @@ impl Connection {
         // data is dropped below and acknowledged (§3.10.7.4, "special allowance").
         let zero_window_probe = !acceptable && rcv_wnd == 0 && seq == self.rcv_nxt;
         if !acceptable && !zero_window_probe {
+            if !payload.is_empty() && seq > self.rcv_nxt {
+                self.stats.receive_drops.beyond_window += 1;
+            }
             if !flags.rst() {
                 self.ack_pending = true;
                 // An old duplicate is reported in a D-SACK (RFC 2883 §4).

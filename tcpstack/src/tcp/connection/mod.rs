@@ -95,6 +95,25 @@ pub struct ConnectionStats {
     pub timestamps: bool,
     /// Segments dropped by PAWS as old duplicates (RFC 7323 §5).
     pub paws_rejected: u64,
+    pub receive_drops: ReceiveDrops,
+}
+
+/// Received data a connection threw away because it did not fit the receive window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReceiveDrops {
+    /// Segments with text that lay wholly beyond the window, dropped and acknowledged
+    /// (RFC 9293 §3.10.7.4).
+    pub beyond_window: u64,
+    /// Bytes cut off the end of accepted segments that ran past the window (the receive
+    /// buffer was full).
+    pub trimmed_bytes: u64,
+}
+
+impl ReceiveDrops {
+    pub fn add(&mut self, other: ReceiveDrops) {
+        self.beyond_window += other.beyond_window;
+        self.trimmed_bytes += other.trimmed_bytes;
+    }
 }
 
 /// The armed timers; `None` is disarmed. Keepalive and the user timeout are derived from state.

@@ -56,7 +56,9 @@ impl Connection {
             // empty remainder harmless anyway.
             let offset = usize::try_from(start.distance(self.rcv_nxt)).unwrap_or(0);
             let in_window = self.receive_window() as usize;
-            let data = &data[..data.len().min(in_window.saturating_sub(offset))];
+            let fits = data.len().min(in_window.saturating_sub(offset));
+            self.stats.receive_drops.trimmed_bytes += (data.len() - fits) as u64;
+            let data = &data[..fits];
             if !data.is_empty() {
                 let had_holes = self.recv_buf.has_out_of_order();
                 let segment_size = (payload.len() as u32).min(u32::from(self.config.mss));

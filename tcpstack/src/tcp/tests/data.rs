@@ -423,3 +423,30 @@ fn an_ack_exactly_at_the_right_edge_of_our_window_is_processed() {
     assert_eq!(h.conn.poll_timeout(), None, "our data is acknowledged");
     h.expect_nothing();
 }
+
+/// Data the window turns away is counted: a whole segment beyond the right edge, and the tail
+/// of one that runs past it (what `serve`'s stats report as receive-side loss).
+#[test]
+fn data_outside_the_window_is_counted() {
+    let config = Config {
+        recv_buffer: 8192,
+        ..Config::default()
+    };
+    let mut h = Harness::established_with(config, ISS, IRS);
+    h.send_data(&seg(A, IRS.wrapping_add(1_000_000), ISS + 1), &payload(100));
+    h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(h.conn.stats().receive_drops.beyond_window, 1);
+    assert_eq!(h.conn.stats().receive_drops.trimmed_bytes, 0);
+    let sent = 3 * 8192;
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &payload(sent));
+    let kept = h.read_all().len() as u64;
+    assert!(
+        kept < sent as u64,
+        "the window was smaller than the segment"
+    );
+    assert_eq!(
+        h.conn.stats().receive_drops.trimmed_bytes,
+        sent as u64 - kept
+    );
+    assert_eq!(h.conn.stats().receive_drops.beyond_window, 1);
+}
