@@ -153,6 +153,69 @@ fn ack_to_a_listener_gets_rst() {
 }
 
 #[test]
+fn impossible_flag_sets_to_a_listener_are_dropped_and_counted() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let impossible = [
+        TcpFlags::SYN | TcpFlags::FIN,
+        TcpFlags::SYN | TcpFlags::RST,
+        TcpFlags::SYN | TcpFlags::FIN | TcpFlags::ACK,
+        TcpFlags::SYN | TcpFlags::RST | TcpFlags::ACK,
+        TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST,
+        // The "Christmas tree" probe.
+        TcpFlags::SYN | TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG,
+    ];
+    for (i, flags) in impossible.into_iter().enumerate() {
+        let port = 40000 + i as u16;
+        ep.handle_packet(&packet(peer(port), local(PORT), 1000, 0, flags, b"x"), now);
+        assert!(sent(&mut ep, now).is_empty(), "{flags:?} is answered");
+    }
+    let stats = ep.stats();
+    assert_eq!(stats.drops.impossible_flags, impossible.len() as u64);
+    assert_eq!(stats.drops.total(), impossible.len() as u64);
+    assert_eq!(stats.passive_opens, 0);
+    assert_eq!(stats.resets_sent, 0);
+    assert_eq!(ep.connection_count(), 0);
+    assert!(events(&mut ep).is_empty());
+
+    // A plain SYN on the same tuple as the first probe still opens a connection.
+    ep.handle_packet(
+        &packet(peer(40000), local(PORT), 1000, 0, TcpFlags::SYN, &[]),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(ep.stats().passive_opens, 1);
+}
+
+#[test]
+fn syn_fin_to_a_closed_port_still_gets_rst() {
+    // RFC 9293 §3.10.7.1: with no listener, everything but a RST is answered; Linux does too.
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.handle_packet(
+        &packet(
+            peer(40000),
+            local(81),
+            1000,
+            0,
+            TcpFlags::SYN | TcpFlags::FIN,
+            &[],
+        ),
+        now,
+    );
+    let out = sent(&mut ep, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.flags, TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!(out[0].0.ack, SeqNum(1002));
+    let stats = ep.stats();
+    assert_eq!(stats.drops.impossible_flags, 0);
+    assert_eq!(stats.drops.no_connection, 1);
+}
+
+#[test]
 fn malformed_and_misaddressed_packets_are_counted_and_dropped() {
     let now = Instant::now();
     let mut ep = endpoint(EndpointConfig::default(), now);
@@ -424,6 +487,23 @@ fn a_new_syn_takes_over_a_listeners_time_wait_entry() {
     assert_eq!(ep.time_wait_count(), 1);
     assert_eq!(ep.connection_count(), 0);
 
+    // A SYN+FIN beyond the old sequence space neither reopens the entry nor is answered.
+    ep.handle_packet(
+        &packet(
+            peer(40001),
+            local(PORT),
+            100_000,
+            0,
+            TcpFlags::SYN | TcpFlags::FIN,
+            &[],
+        ),
+        now,
+    );
+    assert!(sent(&mut ep, now).is_empty());
+    assert_eq!(ep.time_wait_count(), 1);
+    assert_eq!(ep.stats().drops.impossible_flags, 1);
+    assert_eq!(ep.stats().time_wait_reopened, 0);
+
     // RFC 9293 §3.6.1: a SYN beyond the old connection's sequence space may reopen the tuple.
     let later = now + Duration::from_secs(1);
     let new_syn_ack = syn(&mut ep, 40001, 100_000, later).expect("a SYN-ACK for the new SYN");
@@ -494,7 +574,8 @@ fn random_segments_and_garbage_leave_nothing_behind() {
                     rng.gen()
                 }
             };
-            let seq = rng.gen_range(0..1000u32);
+            // A small range, so that some final ACKs hit a half-open connection's RCV.NXT.
+            let seq = rng.gen_range(0..200u32);
             let ack = pick(&mut rng, &seqs);
             let flags = TcpFlags(rng.gen::<u8>() & 0x1f);
             let payload = vec![0u8; rng.gen_range(0..3) * 100];

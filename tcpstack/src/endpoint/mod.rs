@@ -399,10 +399,17 @@ impl Endpoint {
             }
             return;
         }
+        let listener = self.listener_for(tuple.local);
+        if header.flags.is_impossible()
+            && (listener.is_some() || self.time_wait.get(&tuple).is_some())
+        {
+            self.stats.drops.impossible_flags += 1;
+            return;
+        }
         if self.handle_time_wait(&tuple, header, parsed.payload.len(), now) {
             return;
         }
-        if let Some(listener) = self.listener_for(tuple.local) {
+        if let Some(listener) = listener {
             self.handle_listen(listener, tuple, header, parsed.payload, now);
             return;
         }

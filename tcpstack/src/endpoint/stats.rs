@@ -71,6 +71,9 @@ pub struct DropCounts {
     pub bad_ack: u64,
     /// Neither SYN, ACK nor RST, sent to a listener.
     pub listener_ignored: u64,
+    /// SYN with FIN or RST (see [`TcpFlags::is_impossible`](crate::wire::TcpFlags::is_impossible))
+    /// sent to a listener or a TIME-WAIT entry: never answered, never opens or reopens anything.
+    pub impossible_flags: u64,
     /// A SYN that found the listener's SYN-RECEIVED queue full (with SYN cookies off).
     pub half_open_full: u64,
     /// A SYN, or a completed handshake, that found the accept queue full.
@@ -90,6 +93,7 @@ impl DropCounts {
             + self.stray_reset
             + self.bad_ack
             + self.listener_ignored
+            + self.impossible_flags
             + self.half_open_full
             + self.accept_queue_full
             + self.time_wait

@@ -310,7 +310,8 @@ pub enum ListenAction {
 }
 
 /// The LISTEN rules: a RST is ignored, anything with ACK is answered with `<SEQ=SEG.ACK><CTL=RST>`,
-/// a SYN opens a connection, anything else is dropped.
+/// a SYN opens a connection, anything else is dropped. The endpoint drops the impossible flag sets
+/// ([`TcpFlags::is_impossible`]) before asking.
 pub fn listen_action(incoming: &TcpHeader, payload_len: usize) -> ListenAction {
     let flags = incoming.flags;
     if flags.rst() {

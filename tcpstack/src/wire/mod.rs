@@ -124,6 +124,12 @@ impl TcpFlags {
     pub fn psh(self) -> bool {
         self.contains(Self::PSH)
     }
+    /// SYN with FIN or RST: no conforming stack sends these (a SYN opens, FIN and RST close), so
+    /// they are scanner probes and evasion attempts. Linux drops SYN+FIN to a listener
+    /// (tcp_rcv_state_process) and RST wins over SYN (RFC 9293 §3.10.7.2).
+    pub fn is_impossible(self) -> bool {
+        self.syn() && self.intersects(Self::FIN | Self::RST)
+    }
 }
 
 impl std::ops::BitOr for TcpFlags {
