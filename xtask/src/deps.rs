@@ -85,6 +85,19 @@ fn apt_installed(package: &str) -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
 }
 
+/// cargo-fuzz for the bounded fuzzing run (its targets build with nightly, which
+/// [`ebpf_toolchain`] installs).
+pub fn fuzz_toolchain() -> Result<()> {
+    ebpf_toolchain()?;
+    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        println!(
+            "xtask: installing cargo-fuzz 0.13.2 (runs the fuzz targets; takes a minute or two)"
+        );
+        run_command(Command::new("cargo").args(["install", "cargo-fuzz@0.13.2", "--locked"]))?;
+    }
+    Ok(())
+}
+
 /// The eBPF build's toolchain: nightly with rust-src, and bpf-linker 0.10.2 (the version that
 /// links with nightly's own LLVM; newer ones want a system LLVM this machine lacks).
 pub fn ebpf_toolchain() -> Result<()> {

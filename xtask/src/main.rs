@@ -2,6 +2,7 @@
 
 mod bench;
 mod deps;
+mod fuzz;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -234,6 +235,10 @@ fn test(args: TestArgs) -> Result<()> {
             "the tests left namespaces behind ({}): a lab was not cleaned up",
             leftovers.join(" ")
         );
+    }
+    // A FILTER narrows the run to integration tests; the whole run fuzzes too.
+    if args.filter.is_none() {
+        fuzz::run()?;
     }
     step("all tests passed");
     Ok(())
