@@ -85,13 +85,8 @@ fuzz_target!(|data: &[u8]| {
         if ep.poll_timeout().is_some_and(|t| t <= now) {
             ep.handle_timeout(now);
         }
-        while ep.poll_transmit(now, &mut buf) {
-            let sent = wire::parse_ipv4_tcp(&buf).expect("the endpoint sends valid packets");
-            ours.push(sent.tcp.seq.0);
-            if ours.len() > 32 {
-                ours.remove(0);
-            }
-        }
+        // As a runtime does: user calls first (the accepted connections close), then what they
+        // and the segment queued goes out.
         while let Some(event) = ep.poll_event() {
             if let EndpointEvent::Incoming(listener) = event {
                 while let Some(handle) = ep.accept(listener) {
@@ -99,6 +94,13 @@ fuzz_target!(|data: &[u8]| {
                         conn.close();
                     }
                 }
+            }
+        }
+        while ep.poll_transmit(now, &mut buf) {
+            let sent = wire::parse_ipv4_tcp(&buf).expect("the endpoint sends valid packets");
+            ours.push(sent.tcp.seq.0);
+            if ours.len() > 32 {
+                ours.remove(0);
             }
         }
         assert!(
