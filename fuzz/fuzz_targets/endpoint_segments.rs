@@ -85,13 +85,13 @@ fuzz_target!(|data: &[u8]| {
         if ep.poll_timeout().is_some_and(|t| t <= now) {
             ep.handle_timeout(now);
         }
-        // As a runtime does: user calls first (the accepted connections close), then what they
+        // As a runtime does: user calls first (the accepted connections are released), then what they
         // and the segment queued goes out.
         while let Some(event) = ep.poll_event() {
             if let EndpointEvent::Incoming(listener) = event {
                 while let Some(handle) = ep.accept(listener) {
                     if let Some(conn) = ep.connection_mut(handle) {
-                        conn.close();
+                        conn.release();
                     }
                 }
             }

@@ -622,15 +622,11 @@ impl State {
             Some(conn) if !closed => {
                 match linger {
                     Some(timeout) if timeout.is_zero() => conn.abort(),
-                    // Closing with data the application never read loses it: tell the peer with
-                    // a RST rather than a FIN that claims an orderly end (RFC 2525 §2.17, as
-                    // Linux's tcp_close).
-                    _ if conn.recv_available() > 0 => conn.abort(),
                     Some(timeout) => {
-                        close_for_writing(conn);
+                        conn.release();
                         self.lingering.push((now + timeout, handle));
                     }
-                    None => close_for_writing(conn),
+                    None => conn.release(),
                 }
                 self.released.push(handle);
                 self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);

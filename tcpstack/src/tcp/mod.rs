@@ -177,6 +177,9 @@ pub struct Config {
     pub data_retries: u32,
     /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL.
     pub msl: Duration,
+    /// How long a connection the user released waits in FIN-WAIT-2 for the peer's FIN
+    /// (Linux's tcp_fin_timeout).
+    pub fin_wait2_timeout: Duration,
     pub delayed_ack: Duration,
     pub nodelay: bool,
     pub keepalive: Option<KeepaliveConfig>,
@@ -239,6 +242,7 @@ impl Default for Config {
             synack_retries: 5,
             data_retries: 15,
             msl: Duration::from_secs(30),
+            fin_wait2_timeout: Duration::from_secs(60),
             delayed_ack: Duration::from_millis(40),
             nodelay: false,
             keepalive: None,

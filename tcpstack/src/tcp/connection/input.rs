@@ -240,7 +240,12 @@ impl Connection {
         }
         let fin_acked = self.fin_queued && self.snd_una == self.fin_seq() + 1u32;
         match self.state {
-            State::FinWait1 if fin_acked => self.state = State::FinWait2,
+            State::FinWait1 if fin_acked => {
+                self.state = State::FinWait2;
+                if self.released {
+                    self.timers.fin_wait2 = Some(now + self.config.fin_wait2_timeout);
+                }
+            }
             State::Closing if fin_acked => {
                 self.enter_time_wait(now);
                 return;
@@ -256,6 +261,17 @@ impl Connection {
         let payload_seq = seq + u32::from(flags.syn());
         if zero_window_probe && !payload.is_empty() {
             self.ack_pending = true;
+            return;
+        }
+        // RFC 1122 §4.2.2.13: new data for a user that released the connection is lost, and a
+        // RST tells the peer so (Linux's TCPAbortOnData in FIN-WAIT-1 and -2).
+        let new_data = payload_seq + payload.len() > self.rcv_nxt;
+        if self.released
+            && !payload.is_empty()
+            && new_data
+            && matches!(self.state, State::FinWait1 | State::FinWait2)
+        {
+            self.abort();
             return;
         }
         self.process_data_and_fin(header, payload_seq, payload, now);

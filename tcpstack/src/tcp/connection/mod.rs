@@ -126,6 +126,8 @@ struct Timers {
     reorder: Option<Instant>,
     /// The tail loss probe timer, PTO (RFC 8985 §7.2).
     loss_probe: Option<Instant>,
+    /// A released connection gives up waiting for the peer's FIN (Linux's tcp_fin_timeout).
+    fin_wait2: Option<Instant>,
 }
 
 /// F-RTO (RFC 5682 §3.1, the SACK-enhanced variant) after a retransmission timeout.
@@ -183,6 +185,8 @@ pub struct Connection {
     send_buf_seq: SeqNum,
     /// The user called close(): a FIN follows the buffered data.
     fin_queued: bool,
+    /// The user released the connection ([`Connection::release`]): nothing more is read.
+    released: bool,
     /// End of the last data segment shorter than the MSS (Minshall's Nagle variant, as Linux).
     snd_small_end: SeqNum,
 
@@ -314,6 +318,7 @@ impl Connection {
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,
             fin_queued: false,
+            released: false,
             snd_small_end: iss,
             irs: None,
             rcv_nxt: SeqNum(0),
@@ -573,6 +578,22 @@ impl Connection {
                 self.state = State::LastAck;
             }
             _ => {}
+        }
+    }
+
+    /// The user is gone and reads nothing more: CLOSE, or ABORT when unread data would be lost
+    /// (RFC 1122 §4.2.2.13, RFC 2525 §2.17, as Linux's tcp_close). Data that still arrives
+    /// afterwards resets the connection, and FIN-WAIT-2 waits for the peer's FIN only for
+    /// `fin_wait2_timeout`.
+    pub fn release(&mut self) {
+        self.released = true;
+        if self.recv_available() > 0 {
+            self.abort();
+            return;
+        }
+        self.close();
+        if self.state == State::FinWait2 {
+            self.timers.fin_wait2 = Some(self.clock + self.config.fin_wait2_timeout);
         }
     }
 

@@ -21,6 +21,9 @@ impl Connection {
             self.timers.delayed_ack,
             self.timers.reorder,
             self.timers.loss_probe,
+            self.timers
+                .fin_wait2
+                .filter(|_| self.state == State::FinWait2),
             self.keepalive_deadline(),
             self.user_timeout_deadline(),
             self.time_wait().map(|tw| tw.deadline),
@@ -44,6 +47,10 @@ impl Connection {
             return;
         }
         self.pacer.on_timeout(now);
+        if self.state == State::FinWait2 && self.timers.fin_wait2.is_some_and(|t| t <= now) {
+            self.enter_closed();
+            return;
+        }
         if self.user_timeout_deadline().is_some_and(|t| t <= now) {
             // RFC 9293 §3.8.3 / RFC 5482: the user timeout aborts the connection.
             self.fail(ConnectionError::TimedOut);

@@ -190,6 +190,45 @@ fn fin_carrying_data_and_half_close_delivery() {
 }
 
 #[test]
+fn release_with_unread_data_resets() {
+    let mut h = Harness::established();
+    h.send_data(&seg(P | A, IRS + 1, ISS + 1), b"unread");
+    h.expect(A, ISS + 1, IRS + 7);
+    h.conn.release();
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_exact(R, ISS + 1, 0, 0, b"");
+    h.expect_nothing();
+}
+
+#[test]
+fn data_after_release_resets_and_fin_wait_2_times_out() {
+    // Data for a user that is gone: a RST (RFC 1122 §4.2.2.13), no ACK.
+    let mut h = fin_wait_1();
+    h.conn.release();
+    h.send(&seg(A, IRS + 1, ISS + 2));
+    assert_eq!(h.conn.state(), State::FinWait2);
+    h.send_data(&seg(P | A, IRS + 1, ISS + 2), b"late");
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_exact(R, ISS + 2, 0, 0, b"");
+    h.expect_nothing();
+
+    // A peer that never sends its FIN: FIN-WAIT-2 ends after fin_wait2_timeout, silently.
+    let mut h = fin_wait_1();
+    h.send(&seg(A, IRS + 1, ISS + 2));
+    h.conn.release();
+    assert_eq!(h.fire_next_timer(), Duration::from_secs(60));
+    assert_eq!(h.conn.state(), State::Closed);
+    h.expect_nothing();
+
+    // Without release, the user may still read: FIN-WAIT-2 lasts and data is delivered.
+    let mut h = fin_wait_1();
+    h.send(&seg(A, IRS + 1, ISS + 2));
+    assert_eq!(h.conn.poll_timeout(), None);
+    h.send_data(&seg(P | A, IRS + 1, ISS + 2), b"late");
+    assert_eq!(h.read_all(), b"late");
+}
+
+#[test]
 fn abort_sends_rst_and_discards_buffers() {
     let mut h = Harness::established();
     h.send_data(&seg(P | A, IRS + 1, ISS + 1), b"unread");
