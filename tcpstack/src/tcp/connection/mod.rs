@@ -44,6 +44,11 @@ const TIMESTAMPS_OPTION_LEN: u32 = 12;
 const QUICK_ACKS: u32 = 16;
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 const DUP_ACK_THRESHOLD: u32 = 3;
+/// With SACK, duplicate ACKs beyond the first [`DUP_ACK_THRESHOLD`] for one RCV.NXT wait at most
+/// this many segments (Linux's tcp_comp_sack_nr) ...
+const MAX_COMPRESSED_ACKS: u32 = 44;
+/// ... or this long, or a twentieth of the RTT when shorter (tcp_comp_sack_delay_ns).
+const COMPRESSED_ACK_MAX_DELAY: Duration = Duration::from_millis(1);
 /// One-off control segments (duplicate ACKs, challenge ACKs, probes, RSTs) queued at most, so
 /// that every out-of-order segment of a receive batch (the backends hand over up to 64 frames at
 /// a time) gets its own duplicate ACK (RFC 5681 §4.2); beyond that ACKs and probes are dropped.
@@ -232,6 +237,11 @@ pub struct Connection {
     quick_acks: u32,
     /// When the last in-order data arrived: a gap longer than the RTO restarts quick-ACK mode.
     last_data_received: Option<Instant>,
+    /// The RCV.NXT that out-of-order segments were last acknowledged at, the duplicate ACKs
+    /// sent at once for it, and those held back since the last ACK (SACK compression).
+    dup_acks_for: SeqNum,
+    dup_acks_sent: u32,
+    compressed_acks: u32,
     fast_retransmit_pending: bool,
     /// The persist timer fired with a non-zero window: send despite sender SWS avoidance.
     sws_override: bool,
@@ -340,6 +350,9 @@ impl Connection {
             rcv_mss: u32::from(DEFAULT_PEER_MSS.min(config.mss)),
             quick_acks: QUICK_ACKS,
             last_data_received: None,
+            dup_acks_for: SeqNum(0),
+            dup_acks_sent: 0,
+            compressed_acks: 0,
             fast_retransmit_pending: false,
             sws_override: false,
             // Empty until used: most connections never queue more than one or two.

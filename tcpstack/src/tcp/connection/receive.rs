@@ -12,7 +12,9 @@ use crate::tcp::sack::{self};
 use crate::tcp::{Event, State};
 use crate::wire::{SackBlock, SeqNum, TcpFlags, TcpHeader};
 
-use super::{Connection, QUICK_ACKS};
+use super::{
+    Connection, COMPRESSED_ACK_MAX_DELAY, DUP_ACK_THRESHOLD, MAX_COMPRESSED_ACKS, QUICK_ACKS,
+};
 
 impl Connection {
     /// Seventh and eighth steps: deliver data (reassembling) and process the FIN.
@@ -90,8 +92,7 @@ impl Connection {
                         self.timers.delayed_ack = Some(now + self.config.delayed_ack);
                     }
                 } else {
-                    // Out of order: duplicate ACK at once (RFC 5681 §4.2).
-                    self.ack_pending = true;
+                    self.acknowledge_out_of_order(now);
                 }
             } else {
                 self.ack_pending = true;
@@ -114,6 +115,38 @@ impl Connection {
                 self.pending_fin = None;
             }
         }
+    }
+
+    /// An out-of-order segment: a duplicate ACK at once (RFC 5681 §4.2), for the first
+    /// [`DUP_ACK_THRESHOLD`] at one RCV.NXT at least, which the sender's fast retransmit needs.
+    /// With SACK, later ones are compressed as Linux's tcp_comp_sack: one ACK, whose blocks
+    /// report them all, for up to [`MAX_COMPRESSED_ACKS`] segments or a short delay. Each ACK
+    /// spares the sender an ACK to process and the path a packet, which counts most during
+    /// recovery, when every arriving segment is out of order.
+    fn acknowledge_out_of_order(&mut self, now: Instant) {
+        if self.dup_acks_for != self.rcv_nxt {
+            self.dup_acks_for = self.rcv_nxt;
+            self.dup_acks_sent = 0;
+        }
+        if !self.sack_permitted
+            || self.dup_acks_sent < DUP_ACK_THRESHOLD
+            || self.compressed_acks >= MAX_COMPRESSED_ACKS
+        {
+            self.dup_acks_sent = self.dup_acks_sent.saturating_add(1);
+            self.ack_pending = true;
+            return;
+        }
+        self.compressed_acks += 1;
+        let rtt = match (self.rcv_rtt, self.rtt.srtt()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(COMPRESSED_ACK_MAX_DELAY * 20),
+        };
+        let deadline = now + (rtt / 20).min(COMPRESSED_ACK_MAX_DELAY);
+        self.timers.delayed_ack = Some(
+            self.timers
+                .delayed_ack
+                .map_or(deadline, |armed| armed.min(deadline)),
+        );
     }
 
     /// The peer's FIN is next in sequence (eighth step).

@@ -447,6 +447,7 @@ impl Connection {
             header.window = self.advertise_window();
             self.ack_pending = false;
             self.unacked_bytes = 0;
+            self.compressed_acks = 0;
             self.timers.delayed_ack = None;
         }
         header.options = self.options_for(flags, payload_len);

@@ -29,10 +29,14 @@ fn block(start: u32, end: u32) -> SackBlock {
     }
 }
 
-/// Sends `data[start..end]` and returns the SACK blocks of the ACK that must follow at once.
+/// Sends `data[start..end]` and returns the SACK blocks of the ACK that must follow: at once,
+/// or, for a duplicate ACK that SACK compression holds back, within its 1 ms.
 #[track_caller]
 fn deliver(h: &mut Harness, data: &[u8], start: usize, end: usize, ack: u32) -> Vec<SackBlock> {
     h.send_data(&seg(A, IRS + 1 + start as u32, ISS + 1), &data[start..end]);
+    if h.conn.poll_timeout().is_some_and(|t| t <= h.now + ms(1)) {
+        h.fire_next_timer();
+    }
     let reply = h.expect(A, ISS + 1, IRS + 1 + ack);
     h.expect_nothing();
     reply.header.options.sack_blocks().to_vec()
@@ -671,6 +675,36 @@ fn every_out_of_order_segment_of_a_receive_batch_gets_its_duplicate_ack() {
     assert!(acks
         .iter()
         .all(|s| s.header.flags == A && s.header.ack.0 == IRS + 1));
+}
+
+#[test]
+fn with_sack_duplicate_acks_beyond_the_third_are_compressed() {
+    // Linux's tcp_comp_sack: three duplicate ACKs at once for fast retransmit, then one ACK for
+    // the rest of the batch, after min(1 ms, RTT / 20), whose SACK blocks cover them all.
+    let mut h = established_with_sack();
+    h.out_of_order_batch(IRS + 1, ISS + 1, 20);
+    for _ in 0..3 {
+        h.expect(A, ISS + 1, IRS + 1);
+    }
+    h.expect_nothing();
+    assert!(h.fire_next_timer() <= ms(1));
+    let ack = h.expect(A, ISS + 1, IRS + 1);
+    assert_eq!(
+        ack.header.options.sack_blocks()[0],
+        SackBlock {
+            start: SeqNum(IRS + 11),
+            end: SeqNum(IRS + 211),
+        }
+    );
+    h.expect_nothing();
+    // At most 44 wait: a longer batch gets an ACK every 44 segments.
+    h.out_of_order_batch(IRS + 1, ISS + 1, 100);
+    assert_eq!(h.drain().len(), 2);
+    // Filling the hole is acknowledged at once, and the next hole gets its three again.
+    h.send_data(&seg(A, IRS + 1, ISS + 1), &[0; 10]);
+    h.expect(A, ISS + 1, IRS + 1 + 10 * 101);
+    h.out_of_order_batch(IRS + 1 + 10 * 101, ISS + 1, 4);
+    assert_eq!(h.drain().len(), 3);
 }
 
 #[test]
