@@ -46,6 +46,32 @@ fn addr_picks_the_address_served(backend: Backend) -> Result<()> {
     server.assert_running()
 }
 
+/// The default `--xdp-mode auto` attaches generic XDP on veth (native XDP's own 256-frame ring
+/// drops a sender's bursts there), and `--xdp-mode native` still gets native.
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test"]
+fn auto_xdp_mode_is_generic_on_veth() -> Result<()> {
+    let lab = Lab::new()?;
+    for (flags, generic) in [(&[][..], true), (&["--xdp-mode", "native"][..], false)] {
+        let mut args = vec!["--app", "echo"];
+        args.extend(flags);
+        let server = lab.serve(Backend::Xdp, ECHO_PORT, &args)?;
+        let link = lab.exec_in(lab.ns_a(), &["ip", "-d", "link", "show", &lab.spec.if_a])?;
+        ensure!(
+            link.contains("xdpgeneric") == generic && link.contains("prog/xdp"),
+            "{flags:?}: {link}"
+        );
+        let stream = lab.peer_connect(lab.addr_a(), ECHO_PORT)?;
+        let data = pattern(50_000, 80);
+        ensure!(
+            exchange(&stream, &data, true, usize::MAX)? == data,
+            "{flags:?}: the echo differs"
+        );
+        server.stop()?;
+    }
+    Ok(())
+}
+
 /// On a veth of four queues, `--xdp-mode skb --queues 4` attaches generic XDP (`ip link` says
 /// xdpgeneric) and opens four sockets; connections echo, and `--stats-json` has one entry per
 /// queue: copy mode (veth has no zero-copy), a stocked fill ring, frames that add up to the

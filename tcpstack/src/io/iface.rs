@@ -91,6 +91,46 @@ impl Interface {
     }
 }
 
+impl Interface {
+    /// The driver's name (`ethtool -i`), e.g. `veth`; `None` when the driver cannot say.
+    pub fn driver(&self) -> Option<String> {
+        // SAFETY: plain socket(2) call; the descriptor is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just returned by socket(2).
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ethtool_drvinfo is plain data; all-zero is a valid value.
+        let mut info: EthtoolDriverInfo = unsafe { mem::zeroed() };
+        info.cmd = ETHTOOL_GDRVINFO;
+        let mut req = ifreq(&self.name);
+        req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDriverInfo).cast();
+        ioctl(&sock, libc::SIOCETHTOOL, &mut req).ok()?;
+        let name = CStr::from_bytes_until_nul(&info.driver).ok()?;
+        Some(name.to_string_lossy().into_owned())
+    }
+}
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolDriverInfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+
 /// `struct ethtool_value` (linux/ethtool.h).
 #[repr(C)]
 struct EthtoolValue {

@@ -89,8 +89,12 @@ impl BackendKind {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpModeArg {
+    /// Generic on veth (its native mode drops bursts in a ring of its own), else native where
+    /// the driver has it
     Auto,
+    /// In the driver; fails when the driver has no XDP support
     Native,
+    /// Generic XDP in the kernel's receive path; works on every interface
     Skb,
 }
 
