@@ -15,6 +15,7 @@ mod load;
 mod loss;
 mod procs;
 mod report;
+mod ring;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -140,6 +141,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let mut results = Results::default();
     let outcome = measure(&lab, &tcpstack, &plan, &mut results);
+    let ceiling = match &outcome {
+        Ok(_) => ring::measure(&lab, &tcpstack)?,
+        Err(_) => ring::RingCeiling::default(),
+    };
     step("removing the lab");
     lab.destroy()?;
     let commands = outcome?;
@@ -166,6 +171,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             let mut json = report::to_json(&results, &run);
             json["loss"] = loss::to_json(&loss_results);
             json["receive_loss"] = report::receive_loss_json(&results);
+            json["ring"] = ring::to_json(&results, &ceiling);
             json
         })?,
     )
@@ -181,6 +187,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     println!();
     print!("{}", report::table(&results));
     println!();
+    print!("{}", ring::markdown(&results, &ceiling));
+    println!();
     print!("{}", loss::table(&loss_results));
     let notes = report::notes(&results);
     if !notes.is_empty() {
@@ -195,8 +203,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         loss_svg_path.display()
     );
     println!(
-        "\n----- README snippet -----\n{}\n{}",
+        "\n----- README snippet -----\n{}\n{}\n{}",
         report::markdown(&results, &run),
+        ring::markdown(&results, &ceiling),
         loss::markdown(&loss_results)
     );
     Ok(())

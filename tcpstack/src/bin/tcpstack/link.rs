@@ -98,17 +98,21 @@ pub fn endpoint_config() -> EndpointConfig {
     }
 }
 
+pub fn xdp_mode(arg: XdpModeArg) -> io::xdp::XdpMode {
+    match arg {
+        XdpModeArg::Auto => io::xdp::XdpMode::Auto,
+        XdpModeArg::Native => io::xdp::XdpMode::Native,
+        XdpModeArg::Skb => io::xdp::XdpMode::Skb,
+    }
+}
+
 /// Checks the environment, opens the backend and starts a stack on it. `listening` is the
 /// port `serve` will reserve, so that a panic removes its iptables rule too.
 pub fn open(args: &LinkArgs, listening: Option<u16>) -> anyhow::Result<Link> {
     io::require_root()?;
     let config = BackendConfig {
         addr: args.addr,
-        xdp_mode: match args.xdp_mode {
-            XdpModeArg::Auto => io::xdp::XdpMode::Auto,
-            XdpModeArg::Native => io::xdp::XdpMode::Native,
-            XdpModeArg::Skb => io::xdp::XdpMode::Skb,
-        },
+        xdp_mode: xdp_mode(args.xdp_mode),
         queues: args.queues,
         active_ports: ACTIVE_PORTS,
         ..BackendConfig::new(

@@ -6,6 +6,7 @@ mod cleanup;
 mod connect;
 mod fetch;
 mod link;
+mod ring;
 mod serve;
 mod ss;
 
@@ -45,6 +46,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Lists the connections of running servers like `ss -tin`, through their control sockets.
     Ss(ss::SsArgs),
+    /// Measures what the AF_XDP rings carry with no TCP at all: tx-only, rx-drop, reflect.
+    Ring(ring::RingArgs),
 }
 
 /// How tcpstack reaches the wire; shared by every command.
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
             Command::Fetch(args) => fetch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Ss(args) => ss::run(args).await,
+            Command::Ring(args) => ring::run(args).await,
         }
     });
     // A blocking read of stdin may still be parked in tokio's blocking pool: do not wait for it.
