@@ -127,6 +127,14 @@ impl fmt::Display for ConnectionInfo {
         if s.ssthresh < INFINITE_SSTHRESH {
             write!(f, " ssthresh:{}", s.ssthresh / mss)?;
         }
+        if let Some(path) = &s.path {
+            // As ss's bbr:(bw:…bps,mrtt:…): the model's bandwidth (bits/s) and min RTT (ms).
+            write!(f, " bbr:(bw:{}bps", path.bandwidth.saturating_mul(8))?;
+            if let Some(min_rtt) = path.min_rtt {
+                write!(f, ",mrtt:{}", millis(min_rtt))?;
+            }
+            write!(f, ",mode:{})", path.mode)?;
+        }
         write!(
             f,
             " bytes_sent:{} bytes_received:{} segs_out:{} segs_in:{} retrans:{} fast_retrans:{} \
