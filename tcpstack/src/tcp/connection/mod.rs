@@ -142,6 +142,8 @@ struct Frto {
     high_seq: SeqNum,
     /// Step 2b sent (or may send) new data instead of retransmitting.
     new_data: bool,
+    /// New segments step 2b may still send, whatever the congestion window says.
+    new_segments_left: u8,
 }
 
 /// One TCB.

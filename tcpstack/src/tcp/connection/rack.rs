@@ -14,6 +14,9 @@ use crate::wire::{SackBlock, SeqNum, TcpHeader, MAX_SACK_BLOCKS};
 
 use super::{Connection, Frto};
 
+/// New segments F-RTO sends in step 2 (RFC 5682 §3.1).
+const FRTO_NEW_SEGMENTS: u8 = 2;
+
 impl Connection {
     /// RACK-TLP runs where Linux's tcp_recovery = 1 runs it: configured, and with SACK.
     pub(super) fn rack_active(&self) -> bool {
@@ -125,6 +128,7 @@ impl Connection {
         self.frto = (self.sack_permitted && flight > 0).then_some(Frto {
             high_seq: self.snd_nxt,
             new_data: false,
+            new_segments_left: 0,
         });
     }
 
@@ -184,8 +188,35 @@ impl Connection {
             if self.snd_nxt < data_end && self.snd_nxt < self.snd_una + self.snd_wnd {
                 frto.high_seq = self.snd_nxt;
                 frto.new_data = true;
+                frto.new_segments_left = FRTO_NEW_SEGMENTS;
                 self.tx_next = self.snd_nxt;
                 self.frto = Some(frto);
+            }
+        }
+    }
+
+    /// RFC 5682 §3.1 step 2b: one of the (up to two) new segments, within the peer's window
+    /// but whatever the congestion window says ("an F-RTO sender simply chooses different
+    /// segments to transmit"). When not even the first can go, F-RTO gives way to the
+    /// conventional go-back-N, as the RFC recommends without new data to send.
+    pub(super) fn frto_new_segment(&mut self, now: Instant) -> Option<Segment> {
+        let mut frto = self
+            .frto
+            .filter(|f| f.new_data && f.new_segments_left > 0)?;
+        let first = frto.new_segments_left == FRTO_NEW_SEGMENTS;
+        frto.new_segments_left -= 1;
+        self.frto = Some(frto);
+        let end = (self.tx_next == self.snd_nxt)
+            .then(|| self.next_data_end_within(self.snd_una + self.snd_wnd, true))
+            .flatten();
+        match end {
+            Some(end) => Some(self.send_range(self.tx_next, end, now)),
+            None => {
+                if first {
+                    self.frto = None;
+                    self.tx_next = self.snd_una;
+                }
+                None
             }
         }
     }

@@ -72,6 +72,9 @@ impl Connection {
             // Only data waits for its release time; an ACK never does.
             return self.ack_pending.then(|| self.send_ack());
         }
+        if let Some(segment) = self.frto_new_segment(now) {
+            return Some(segment);
+        }
         let rack = self.rack_active();
         if self.fast_retransmit_pending {
             self.fast_retransmit_pending = false;
