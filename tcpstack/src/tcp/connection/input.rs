@@ -16,7 +16,6 @@ impl Connection {
     pub fn handle_segment(&mut self, header: &TcpHeader, payload: &[u8], now: Instant) {
         self.clock = self.clock.max(now);
         self.stats.segments_in += 1;
-        self.stats.bytes_in += payload.len() as u64;
         match self.state {
             State::Closed | State::Listen => {
                 // §3.10.7.1: a TCB that is gone answers like no connection.

@@ -59,7 +59,8 @@ const MAX_CONTROL_QUEUE: usize = 64;
 pub struct ConnectionStats {
     pub segments_in: u64,
     pub segments_out: u64,
-    /// Payload bytes received and sent (retransmissions included).
+    /// Payload bytes received in order, each counted once (Linux's tcpi_bytes_received), and
+    /// sent, retransmissions included (tcpi_bytes_sent).
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Segments sent again (RTO, fast retransmit, SYN/SYN-ACK retransmission).

@@ -71,6 +71,7 @@ impl Connection {
                 let advanced = self.recv_buf.write(offset, data);
                 if advanced > 0 {
                     self.rcv_nxt += advanced;
+                    self.stats.bytes_in += advanced as u64;
                     self.push_event(Event::Readable);
                     self.unacked_bytes = self.unacked_bytes.saturating_add(advanced as u32);
                     // The peer was silent longer than an RTO: it restarts from a small window,
