@@ -103,6 +103,21 @@ pub enum State {
     TimeWait,
 }
 
+impl State {
+    /// Past the handshake with our FIN not yet acknowledged: data (or the FIN) may still go
+    /// out, be retransmitted and probed.
+    pub fn sends_data(self) -> bool {
+        matches!(
+            self,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        )
+    }
+}
+
 /// What the user of a connection is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::tcp::rack;
 use crate::tcp::sack::{self, SackUpdate};
 use crate::tcp::sent::SentSegment;
-use crate::tcp::{Segment, State};
+use crate::tcp::Segment;
 use crate::wire::{SackBlock, SeqNum, TcpHeader, MAX_SACK_BLOCKS};
 
 use super::{Connection, Frto};
@@ -236,14 +236,7 @@ impl Connection {
     /// recovered and no probe is outstanding; disarms it otherwise.
     pub(super) fn arm_loss_probe(&mut self, now: Instant) {
         let eligible = self.rack_active()
-            && matches!(
-                self.state,
-                State::Established
-                    | State::CloseWait
-                    | State::FinWait1
-                    | State::Closing
-                    | State::LastAck
-            )
+            && self.state.sends_data()
             && !self.in_recovery
             && self.snd_una >= self.recover
             && self.frto.is_none()

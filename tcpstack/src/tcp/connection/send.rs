@@ -169,14 +169,7 @@ impl Connection {
         window_end: SeqNum,
         override_sws: bool,
     ) -> Option<SeqNum> {
-        if !matches!(
-            self.state,
-            State::Established
-                | State::CloseWait
-                | State::FinWait1
-                | State::Closing
-                | State::LastAck
-        ) {
+        if !self.state.sends_data() {
             return None;
         }
         let data_end = self.send_buf_seq + self.send_buf.len();
@@ -234,14 +227,8 @@ impl Connection {
     /// small for SWS avoidance) blocks it; disarms it otherwise.
     pub(super) fn refresh_persist(&mut self, now: Instant) {
         let data_end = self.send_buf_seq + self.send_buf.len();
-        let blocked = matches!(
-            self.state,
-            State::Established
-                | State::CloseWait
-                | State::FinWait1
-                | State::Closing
-                | State::LastAck
-        ) && self.snd_nxt == self.snd_una
+        let blocked = self.state.sends_data()
+            && self.snd_nxt == self.snd_una
             && self.tx_next < data_end
             && self.next_data_end().is_none();
         if !blocked {
