@@ -9,8 +9,11 @@
 
 use proptest::test_runner::{Config, RngSeed};
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+
 use crate::io::memory::MemoryBackend;
 use crate::runtime::{Stack, StackBuilder};
+use crate::tcp::FourTuple;
 
 /// The seed of every property test unless `PROPTEST_RNG_SEED` gives another.
 pub(crate) const PROPTEST_SEED: u64 = 0x7463_7073_7461_636b;
@@ -21,6 +24,15 @@ pub(crate) fn proptest_config() -> Config {
     Config {
         rng_seed: RngSeed::Fixed(PROPTEST_SEED),
         ..Config::default()
+    }
+}
+
+/// 198.18.0.1:80 and the peer 198.18.0.2 on `port`: the tuple the unit tests of the ISN, SYN
+/// cookies and TIME-WAIT table hash and store.
+pub(crate) fn tuple(port: u16) -> FourTuple {
+    FourTuple {
+        local: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 80),
+        remote: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
     }
 }
 

@@ -133,14 +133,7 @@ impl CookieJar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
-
-    fn tuple(port: u16) -> FourTuple {
-        FourTuple {
-            local: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 80),
-            remote: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
-        }
-    }
+    use crate::test_support::tuple;
 
     #[test]
     fn a_cookie_checks_out_for_its_tuple_and_period_only() {

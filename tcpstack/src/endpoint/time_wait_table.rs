@@ -219,16 +219,9 @@ impl TimeWaitTable {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::test_support::tuple;
 
     use super::*;
-
-    fn tuple(port: u16) -> FourTuple {
-        FourTuple {
-            local: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 80),
-            remote: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
-        }
-    }
 
     const MSL2: Duration = Duration::from_secs(60);
 

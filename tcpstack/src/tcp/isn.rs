@@ -66,15 +66,8 @@ pub(crate) fn tuple_hasher(key: &[u8; 16], tuple: &FourTuple) -> SipHasher24 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::test_support::tuple;
     use std::time::Duration;
-
-    fn tuple(port: u16) -> FourTuple {
-        FourTuple {
-            local: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 80),
-            remote: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
-        }
-    }
 
     #[test]
     fn isn_advances_with_a_four_microsecond_clock() {
