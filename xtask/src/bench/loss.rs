@@ -16,7 +16,7 @@ use tcpstack_integration::{in_netns, Lab};
 
 use super::load::{self, Load, Service};
 use super::procs::{self, check_interrupt, pause};
-use super::report::{format_value, ratio, Better, Cell, RowSpec, Target};
+use super::report::{aligned, format_value, ratio, Better, Cell, RowSpec, Target};
 use crate::step;
 
 /// Who serves a loss row: the kernel or tcpstack's xdp backend, with one congestion control.
@@ -431,36 +431,7 @@ pub fn table(results: &LossResults) -> String {
         }
         lines.push(line);
     }
-    let columns = lines[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for (i, line) in lines.iter().enumerate() {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (text, width))| {
-                if c < 2 {
-                    format!("{text:<width$}")
-                } else {
-                    format!("{text:>width$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-        if i == 0 {
-            let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-            let _ = writeln!(out, "{}", "-".repeat(total));
-        }
-    }
+    let mut out = aligned(&lines);
     out.push_str(
         "Gbit/s higher is better, s lower is better; ratios are tcpstack / kernel of the medians;\n\
          in the client->server rows the sender is the kernel client (the host's default against \

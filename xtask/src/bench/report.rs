@@ -476,7 +476,18 @@ pub fn table(results: &Results) -> String {
             shown_ratio(ratio(cells[2].median, cells[0].median)),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
+    let mut out = aligned(&lines);
+    out.push_str(
+        "^ higher is better, v lower is better; ratios are tcpstack / kernel of the medians\n",
+    );
+    out
+}
+
+/// `lines` as a terminal table: the first line a header underlined with dashes, the first two
+/// columns (name, unit) left-aligned, the figures right-aligned.
+pub fn aligned(lines: &[Vec<String>]) -> String {
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns)
         .map(|c| {
             lines
                 .iter()
@@ -505,9 +516,6 @@ pub fn table(results: &Results) -> String {
             let _ = writeln!(out, "{}", "-".repeat(total));
         }
     }
-    out.push_str(
-        "^ higher is better, v lower is better; ratios are tcpstack / kernel of the medians\n",
-    );
     out
 }
 
