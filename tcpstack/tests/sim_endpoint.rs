@@ -1227,3 +1227,87 @@ fn two_active_opens_at_the_same_moment_connect_transfer_and_close() {
         assert_eq!(ep.poll_timeout(), None);
     }
 }
+
+/// An ICMP destination unreachable from a router on the path, quoting `original` (a packet the
+/// endpoint sent), with its quoted sequence number replaced by `seq` when given (a forgery).
+fn icmp_about(original: &[u8], error: wire::IcmpError, seq: Option<u32>) -> Vec<u8> {
+    let mut quoted = original.to_vec();
+    if let Some(seq) = seq {
+        quoted[24..28].copy_from_slice(&seq.to_be_bytes());
+    }
+    let mut out = Vec::new();
+    wire::icmp::emit_destination_unreachable(
+        Ipv4Addr::new(198, 18, 0, 254),
+        LOCAL,
+        error,
+        &quoted,
+        &mut out,
+    );
+    out
+}
+
+/// RFC 1191 and RFC 5927 through the endpoint: a "fragmentation needed" quoting a segment in
+/// flight lowers the MSS and the segment goes again in the new size; the same message with a
+/// sequence number outside the flight, or about a connection that does not exist, or ICMP
+/// that is not an error about TCP, changes nothing and is counted.
+#[test]
+fn icmp_fragmentation_needed_lowers_the_mss_and_forgeries_change_nothing() {
+    let now = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), now);
+    ep.listen(local(PORT)).unwrap();
+    let mut syn = TcpHeader {
+        src_port: 40001,
+        dst_port: PORT,
+        seq: SeqNum(100),
+        flags: TcpFlags::SYN,
+        window: 65535,
+        ..TcpHeader::default()
+    };
+    syn.options.mss = Some(1460);
+    let mut buf = Vec::new();
+    wire::emit_ipv4_tcp(PEER, LOCAL, &syn, &[], 1, &mut buf);
+    ep.handle_packet(&buf, now);
+    let (syn_ack, _) = sent(&mut ep, now)[0];
+    final_ack(&mut ep, 40001, 100, &syn_ack, now);
+    let handle = ep.accept(local(PORT)).unwrap();
+    let conn = ep.connection_mut(handle).unwrap();
+    assert_eq!(conn.mss(), 1460);
+    conn.send(&[7; 1460]).unwrap();
+    let mut first = Vec::new();
+    assert!(ep.poll_transmit(now, &mut first));
+    assert_eq!(first.len(), 1500);
+    let frag_needed = wire::IcmpError::FragmentationNeeded { next_hop_mtu: 1280 };
+
+    let beyond_the_flight = syn_ack.seq.0.wrapping_add(1 + 1460 + 1);
+    ep.handle_packet(
+        &icmp_about(&first, frag_needed, Some(beyond_the_flight)),
+        now,
+    );
+    let mut other = first.clone();
+    other[22..24].copy_from_slice(&40999u16.to_be_bytes()); // another peer port
+    ep.handle_packet(&icmp_about(&other, frag_needed, None), now);
+    let mut echo_reply = icmp_about(&first, frag_needed, None);
+    echo_reply[20] = 0;
+    echo_reply[22..24].fill(0);
+    let sum = wire::checksum::checksum(&echo_reply[20..]);
+    echo_reply[22..24].copy_from_slice(&sum.to_be_bytes());
+    ep.handle_packet(&echo_reply, now);
+    assert_eq!(ep.connection(handle).unwrap().mss(), 1460);
+    assert!(sent(&mut ep, now).is_empty());
+    let stats = ep.stats();
+    assert_eq!(stats.icmp.out_of_window, 1);
+    assert_eq!(stats.icmp.no_connection, 1);
+    assert_eq!(stats.drops.wire.unsupported_icmp, 1);
+
+    ep.handle_packet(&icmp_about(&first, frag_needed, None), now);
+    assert_eq!(ep.stats().icmp.path_mtu_lowered, 1);
+    assert_eq!(ep.connection(handle).unwrap().mss(), 1240);
+    let resent = sent(&mut ep, now);
+    assert_eq!(
+        resent
+            .iter()
+            .map(|(h, len)| (h.seq, *len))
+            .collect::<Vec<_>>(),
+        [(syn_ack.seq + 1u32, 1240), (syn_ack.seq + 1241u32, 220)]
+    );
+}

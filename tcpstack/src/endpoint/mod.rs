@@ -18,7 +18,7 @@ mod stats;
 mod time_wait_table;
 mod trace;
 
-pub use stats::{DropCounts, EndpointStats, WireErrorCounts};
+pub use stats::{DropCounts, EndpointStats, IcmpCounts, WireErrorCounts};
 pub use trace::{HandshakeLatency, HandshakeReport, SEGMENT_RX_TARGET, SEGMENT_TX_TARGET};
 
 use std::cmp::Ordering;
@@ -31,10 +31,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::tcp::{
-    self, Connection, Event, FourTuple, IsnGenerator, ReceiveDrops, Segment, State, TimeWait,
-    TimeWaitOutcome,
+    self, Connection, Event, FourTuple, IcmpVerdict, IsnGenerator, ReceiveDrops, Segment, State,
+    TimeWait, TimeWaitOutcome,
 };
-use crate::wire::{self, SeqNum, TcpHeader};
+use crate::wire::{self, IcmpMessage, IpPacket, SeqNum, TcpHeader};
 use crate::FastHashMap;
 
 use cookie::CookieJar;
@@ -362,8 +362,12 @@ impl Endpoint {
         self.advance(now);
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
-        let parsed = match wire::parse_ipv4_tcp(packet) {
-            Ok(parsed) => parsed,
+        let parsed = match wire::parse_ipv4(packet) {
+            Ok(IpPacket::Tcp(parsed)) => parsed,
+            Ok(IpPacket::Icmp { ip, message }) => {
+                self.handle_icmp(&ip, &message, now);
+                return;
+            }
             Err(error) => {
                 self.stats.drops.wire.count(error);
                 return;
@@ -375,11 +379,7 @@ impl Endpoint {
             return;
         }
         let src = parsed.ip.src;
-        if src.is_broadcast()
-            || src.is_multicast()
-            || src.is_unspecified()
-            || src == self.local_addr
-        {
+        if !self.is_acceptable_source(src) {
             self.stats.drops.bad_source += 1;
             return;
         }
@@ -421,6 +421,49 @@ impl Endpoint {
             }
             None => self.stats.drops.stray_reset += 1,
         }
+    }
+
+    /// RFC 5927 §4: an ICMP error must quote a segment of one of our connections, from our
+    /// address, with a sequence number in flight (the connection checks that); anything else
+    /// changes nothing.
+    fn handle_icmp(&mut self, ip: &wire::Ipv4Header, message: &IcmpMessage, now: Instant) {
+        self.stats.icmp.received += 1;
+        if ip.dst != self.local_addr {
+            self.stats.drops.wrong_destination += 1;
+            return;
+        }
+        let quoted = &message.quoted;
+        let tuple = FourTuple {
+            local: SocketAddrV4::new(quoted.src, quoted.src_port),
+            remote: SocketAddrV4::new(quoted.dst, quoted.dst_port),
+        };
+        let Some(&handle) = self.by_tuple.get(&tuple) else {
+            self.stats.icmp.no_connection += 1;
+            return;
+        };
+        let Some(slot) = self.connections.get_mut(&handle) else {
+            self.stats.icmp.no_connection += 1;
+            return;
+        };
+        let counter = match slot.conn.handle_icmp(message.error, quoted, now) {
+            IcmpVerdict::OutOfWindow => &mut self.stats.icmp.out_of_window,
+            IcmpVerdict::PathMtuLowered => &mut self.stats.icmp.path_mtu_lowered,
+            IcmpVerdict::PathMtuUnchanged => &mut self.stats.icmp.path_mtu_unchanged,
+            IcmpVerdict::Aborted => &mut self.stats.icmp.aborted,
+            IcmpVerdict::Noted => &mut self.stats.icmp.noted,
+        };
+        *counter += 1;
+        self.touch(handle);
+        self.sync_touched();
+    }
+
+    /// RFC 1122 §4.2.3.10: no segment from a broadcast, multicast, unspecified or our own
+    /// address.
+    fn is_acceptable_source(&self, src: Ipv4Addr) -> bool {
+        !(src.is_broadcast()
+            || src.is_multicast()
+            || src.is_unspecified()
+            || src == self.local_addr)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

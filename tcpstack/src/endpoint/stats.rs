@@ -19,6 +19,9 @@ pub struct WireErrorCounts {
     pub bad_option: u64,
     pub bad_tcp_checksum: u64,
     pub vlan_tagged: u64,
+    pub bad_icmp_checksum: u64,
+    pub unsupported_icmp: u64,
+    pub bad_quote: u64,
 }
 
 impl WireErrorCounts {
@@ -35,6 +38,9 @@ impl WireErrorCounts {
             WireError::BadOption => &mut self.bad_option,
             WireError::BadTcpChecksum => &mut self.bad_tcp_checksum,
             WireError::VlanTagged => &mut self.vlan_tagged,
+            WireError::BadIcmpChecksum => &mut self.bad_icmp_checksum,
+            WireError::UnsupportedIcmp => &mut self.unsupported_icmp,
+            WireError::BadQuote => &mut self.bad_quote,
         };
         *counter += 1;
     }
@@ -51,6 +57,9 @@ impl WireErrorCounts {
             + self.bad_option
             + self.bad_tcp_checksum
             + self.vlan_tagged
+            + self.bad_icmp_checksum
+            + self.unsupported_icmp
+            + self.bad_quote
     }
 }
 
@@ -100,6 +109,25 @@ impl DropCounts {
     }
 }
 
+/// ICMP destination-unreachable messages about our segments (RFC 792, RFC 1191, RFC 5927), by
+/// what became of them. Malformed ones are in [`WireErrorCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IcmpCounts {
+    pub received: u64,
+    /// "Fragmentation needed" that lowered a connection's path MTU.
+    pub path_mtu_lowered: u64,
+    /// "Fragmentation needed" reporting an MTU no smaller than the connection's segments.
+    pub path_mtu_unchanged: u64,
+    /// Hard errors that ended a handshake.
+    pub aborted: u64,
+    /// Soft errors, and hard ones about established connections: counted only (RFC 5461).
+    pub noted: u64,
+    /// Quoting a sequence number outside SND.UNA..=SND.NXT: forged or stale (RFC 5927 §4.1).
+    pub out_of_window: u64,
+    /// Quoting a segment that is not ours, or of no connection we have.
+    pub no_connection: u64,
+}
+
 /// Everything an [`Endpoint`](super::Endpoint) counts. Totals since it was created, except the
 /// `*_now` gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -138,6 +166,7 @@ pub struct EndpointStats {
     pub paws_rejected: u64,
     /// Data the connections' receive windows turned away, summed like `retransmits`.
     pub receive_drops: ReceiveDrops,
+    pub icmp: IcmpCounts,
     pub connections_now: u64,
     pub time_wait_now: u64,
 }

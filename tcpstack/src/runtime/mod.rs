@@ -712,6 +712,7 @@ pub(crate) fn io_error(error: ConnectionError) -> io::Error {
         ConnectionError::Reset => io::ErrorKind::ConnectionReset,
         ConnectionError::Refused => io::ErrorKind::ConnectionRefused,
         ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+        ConnectionError::Unreachable => io::ErrorKind::HostUnreachable,
         ConnectionError::Closing => io::ErrorKind::BrokenPipe,
         ConnectionError::NotConnected => io::ErrorKind::NotConnected,
         ConnectionError::WouldBlock => io::ErrorKind::WouldBlock,

@@ -81,7 +81,7 @@ use bytes::Bytes;
 use crate::wire::{SeqNum, TcpFlags, TcpHeader};
 
 pub use congestion::{CongestionControl, NewReno};
-pub use connection::{Connection, ConnectionStats, ReceiveDrops};
+pub use connection::{Connection, ConnectionStats, IcmpVerdict, ReceiveDrops, MIN_PATH_MTU};
 pub(crate) use isn::tuple_hasher;
 pub use isn::IsnGenerator;
 pub use time_wait::{TimeWait, TimeWaitOutcome, TimeWaitTimestamps};
@@ -280,6 +280,9 @@ pub enum ConnectionError {
     Refused,
     #[error("connection timed out")]
     TimedOut,
+    /// An ICMP destination unreachable (host, network, prohibited) ended the handshake.
+    #[error("no route to host")]
+    Unreachable,
     #[error("connection is closing for writes")]
     Closing,
     #[error("connection is not connected")]

@@ -31,6 +31,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod pcap;
 pub mod seq;
@@ -38,6 +39,7 @@ pub mod tcp;
 pub mod tcpdump;
 
 pub use checksum::Checksum;
+pub use icmp::{IcmpError, IcmpMessage, QuotedSegment};
 pub use pcap::PcapWriter;
 pub use seq::SeqNum;
 pub use tcpdump::TcpdumpLine;
@@ -70,6 +72,12 @@ pub enum WireError {
     BadTcpChecksum,
     #[error("VLAN-tagged frame")]
     VlanTagged,
+    #[error("ICMP checksum mismatch")]
+    BadIcmpChecksum,
+    #[error("ICMP message other than destination unreachable")]
+    UnsupportedIcmp,
+    #[error("ICMP error quoting something other than an IPv4/TCP header")]
+    BadQuote,
 }
 
 /// A 48-bit Ethernet address.
@@ -279,15 +287,39 @@ pub struct TcpPacket<'a> {
     pub payload: &'a [u8],
 }
 
-/// Parses an IPv4 packet carrying TCP and verifies both checksums (IPv4 header, then TCP over the
-/// pseudo-header). Borrows the payload; allocates nothing.
-pub fn parse_ipv4_tcp(packet: &[u8]) -> Result<TcpPacket<'_>, WireError> {
-    let (ip, segment) = Ipv4Header::parse(packet)?;
-    if ip.protocol != IPPROTO_TCP {
-        return Err(WireError::NotTcp);
+/// What an IPv4 packet for tcpstack carries: a TCP segment, or an ICMP error about one.
+#[derive(Clone, Copy, Debug)]
+pub enum IpPacket<'a> {
+    Tcp(TcpPacket<'a>),
+    Icmp {
+        ip: Ipv4Header,
+        message: IcmpMessage,
+    },
+}
+
+/// Parses an IPv4 packet carrying TCP or ICMP and verifies every checksum (IPv4 header, then
+/// TCP over the pseudo-header, or ICMP's). Borrows the payload; allocates nothing.
+pub fn parse_ipv4(packet: &[u8]) -> Result<IpPacket<'_>, WireError> {
+    let (ip, body) = Ipv4Header::parse(packet)?;
+    match ip.protocol {
+        IPPROTO_TCP => {
+            let (tcp, payload) = TcpHeader::parse_verified(ip.src, ip.dst, body)?;
+            Ok(IpPacket::Tcp(TcpPacket { ip, tcp, payload }))
+        }
+        icmp::IPPROTO_ICMP => Ok(IpPacket::Icmp {
+            ip,
+            message: IcmpMessage::parse(body)?,
+        }),
+        _ => Err(WireError::NotTcp),
     }
-    let (tcp, payload) = TcpHeader::parse_verified(ip.src, ip.dst, segment)?;
-    Ok(TcpPacket { ip, tcp, payload })
+}
+
+/// [`parse_ipv4`] for TCP only: an ICMP packet is [`WireError::NotTcp`].
+pub fn parse_ipv4_tcp(packet: &[u8]) -> Result<TcpPacket<'_>, WireError> {
+    match parse_ipv4(packet)? {
+        IpPacket::Tcp(packet) => Ok(packet),
+        IpPacket::Icmp { .. } => Err(WireError::NotTcp),
+    }
 }
 
 /// [`parse_ipv4_tcp`] behind an Ethernet II header.

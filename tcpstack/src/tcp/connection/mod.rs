@@ -4,6 +4,7 @@
 //! and lifecycle.rs.
 
 mod ack;
+mod icmp;
 mod input;
 mod lifecycle;
 mod options;
@@ -32,6 +33,7 @@ use super::{
     Config, CongestionAlgorithm, ConnectionError, Event, FourTuple, KeepaliveConfig, State,
 };
 use crate::wire::{SackBlock, SeqNum, TcpHeader};
+pub use icmp::{IcmpVerdict, MIN_PATH_MTU};
 
 /// MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: u16 = 536;
@@ -86,6 +88,8 @@ pub struct ConnectionStats {
     pub rack_losses: u64,
     /// Retransmission timeouts F-RTO showed to be spurious and undid (RFC 5682).
     pub spurious_rtos: u64,
+    /// Times an ICMP "fragmentation needed" lowered the path MTU (RFC 1191).
+    pub path_mtu_reductions: u64,
     /// The congestion control algorithm the connection runs.
     pub congestion: CongestionAlgorithm,
     /// What a model-based algorithm (BBR) believes about the path.
@@ -175,6 +179,8 @@ pub struct Connection {
     /// Both SYNs carry SACK-permitted (RFC 2018 §2), as far as we know yet.
     sack_permitted: bool,
     send_mss: u32,
+    /// The path MTU an ICMP "fragmentation needed" reported (RFC 1191); `None` until one does.
+    path_mtu: Option<u32>,
     /// Data plus options one segment may carry: the peer's MSS (and ours). SACK blocks on a data
     /// segment use what the data leaves of it.
     segment_room: u32,
@@ -327,6 +333,7 @@ impl Connection {
             last_ack_sent: SeqNum(0),
             clock: now,
             send_mss,
+            path_mtu: None,
             segment_room: send_mss,
             send_buf: SendBuffer::new(config.send_buffer),
             send_buf_seq: iss + 1u32,

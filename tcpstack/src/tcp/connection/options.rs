@@ -8,7 +8,8 @@ use crate::tcp::recv_buffer::MAX_WINDOW_SHIFT;
 use crate::tcp::timestamps::{self};
 use crate::wire::TcpHeader;
 
-use super::{Connection, DEFAULT_PEER_MSS, MIN_SEND_MSS, TIMESTAMPS_OPTION_LEN};
+use super::icmp::segment_room_for_mtu;
+use super::{Connection, DEFAULT_PEER_MSS};
 
 impl Connection {
     /// Takes the peer's SYN: IRS, RCV.NXT and the options (RFC 9293 §3.7.1, RFC 7323 §2).
@@ -16,18 +17,11 @@ impl Connection {
         self.irs = Some(syn.seq);
         self.rcv_nxt = syn.seq + 1u32;
         let peer_mss = syn.options.mss.unwrap_or(DEFAULT_PEER_MSS);
-        let uses_timestamps = self.config.timestamps && syn.options.timestamps.is_some();
-        self.segment_room = u32::from(peer_mss.min(self.config.mss));
         // The MSS counts data without options (RFC 6691 §2, RFC 9293 §3.7.1): the timestamps
         // in every segment come out of it, as Linux's mss_cache (1448 on Ethernet).
-        let options = if uses_timestamps {
-            TIMESTAMPS_OPTION_LEN
-        } else {
-            0
-        };
-        self.send_mss = self.segment_room.saturating_sub(options).max(MIN_SEND_MSS);
-        self.cc.set_mss(self.send_mss);
-        self.scoreboard.set_mss(self.send_mss);
+        self.timestamps = self.config.timestamps && syn.options.timestamps.is_some();
+        let path_room = self.path_mtu.map_or(u32::MAX, segment_room_for_mtu);
+        self.set_segment_room(u32::from(peer_mss.min(self.config.mss)).min(path_room));
         match syn.options.window_scale {
             Some(shift) if self.config.window_scaling => {
                 self.window_scaling = true;

@@ -24,6 +24,7 @@
 mod close;
 mod data;
 mod handshake;
+mod icmp;
 mod lossy;
 mod pair;
 mod props;
