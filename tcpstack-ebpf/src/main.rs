@@ -6,7 +6,12 @@
 //! holds for its destination address. User space (`tcpstack::io::xdp`) fills both maps and
 //! registers its sockets in [`XSKS`] before it announces readiness.
 //!
-//! Only untagged Ethernet II frames carrying unfragmented IPv4/TCP are parsed; VLAN-tagged
+//! ICMP destination-unreachable messages (RFC 792, RFC 1191's fragmentation needed) are
+//! tcpstack's too when the datagram they quote is one of its segments: quoted source (address,
+//! port) reserved as above. User space checks the rest (RFC 5927); other ICMP (echo, errors
+//! about the kernel's own traffic) stays the kernel's.
+//!
+//! Only untagged Ethernet II frames carrying unfragmented IPv4/TCP or ICMP are parsed; VLAN-tagged
 //! frames and IPv4 fragments go to the kernel whole, never half-parsed. The map layouts
 //! (`EndpointKey`, `PortRange`, the map names and the counter indices) are mirrored in
 //! `tcpstack/src/io/xdp/program.rs`: change both together.
@@ -64,6 +69,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_DESTINATION_UNREACHABLE: u8 = 3;
+/// Type, code, checksum and 4 more bytes precede the quoted datagram (RFC 792).
+const ICMP_HEADER_LEN: usize = 8;
 /// More-fragments flag and fragment offset of the IPv4 flags/fragment field (RFC 791 §3.1).
 const IPV4_FRAGMENT_MASK: u16 = 0x3fff;
 
@@ -137,19 +146,58 @@ fn classify(ctx: &XdpContext) -> Verdict {
     let Some(daddr) = load_raw32(start, end, ETH_HLEN + 16) else {
         return Verdict::Malformed;
     };
-    if protocol != IPPROTO_TCP || fragment & IPV4_FRAGMENT_MASK != 0 {
+    if fragment & IPV4_FRAGMENT_MASK != 0 {
         return Verdict::Pass;
     }
+    match protocol {
+        IPPROTO_TCP => {
+            // TCP destination port, after any IPv4 options (header_len is at most 60).
+            let Some(dport) = load_raw16(start, end, ETH_HLEN + header_len + 2) else {
+                return Verdict::Malformed;
+            };
+            classify_endpoint(daddr, dport)
+        }
+        IPPROTO_ICMP => classify_icmp(start, end, ETH_HLEN + header_len),
+        _ => Verdict::Pass,
+    }
+}
 
-    // TCP destination port, after any IPv4 options (header_len is at most 60).
-    let tcp = ETH_HLEN + header_len;
-    let Some(dport) = load_raw16(start, end, tcp + 2) else {
+/// An ICMP error at `icmp` is ours when the datagram it quotes came from one of our endpoints.
+#[inline(always)]
+fn classify_icmp(start: usize, end: usize, icmp: usize) -> Verdict {
+    let Some(kind) = load_u8(start, end, icmp) else {
         return Verdict::Malformed;
     };
+    if kind != ICMP_DESTINATION_UNREACHABLE {
+        return Verdict::Pass;
+    }
+    let quoted = icmp + ICMP_HEADER_LEN;
+    let Some(version_ihl) = load_u8(start, end, quoted) else {
+        return Verdict::Pass;
+    };
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let Some(protocol) = load_u8(start, end, quoted + 9) else {
+        return Verdict::Pass;
+    };
+    if version_ihl >> 4 != 4 || header_len < 20 || protocol != IPPROTO_TCP {
+        return Verdict::Pass;
+    }
+    let Some(saddr) = load_raw32(start, end, quoted + 12) else {
+        return Verdict::Pass;
+    };
+    let Some(sport) = load_raw16(start, end, quoted + header_len) else {
+        return Verdict::Pass;
+    };
+    classify_endpoint(saddr, sport)
+}
 
+/// Redirect when (`addr`, `port`), both in network order, is a reserved endpoint or in the
+/// active-open range of `addr`.
+#[inline(always)]
+fn classify_endpoint(addr: u32, port: u16) -> Verdict {
     let key = EndpointKey {
-        addr: daddr,
-        port: dport,
+        addr,
+        port,
         _pad: 0,
     };
     // SAFETY: the value is plain data and only read.
@@ -157,8 +205,8 @@ fn classify(ctx: &XdpContext) -> Verdict {
         return Verdict::Redirect;
     }
     // SAFETY: as above.
-    if let Some(range) = unsafe { ACTIVE_RANGES.get(&daddr) } {
-        let port = u16::from_be(dport);
+    if let Some(range) = unsafe { ACTIVE_RANGES.get(&addr) } {
+        let port = u16::from_be(port);
         if range.first <= port && port <= range.last {
             return Verdict::Redirect;
         }

@@ -1,6 +1,7 @@
 //! The classic BPF socket filter of the raw backend: accept untagged, unfragmented IPv4/TCP
-//! frames addressed to a reserved endpoint or to the active-open port range of an address;
-//! the socket never sees anything else. Every jump is local (a check is followed by its own
+//! frames addressed to a reserved endpoint or to the active-open port range of an address, and
+//! ICMP destination-unreachable messages to one of those addresses (the endpoint matches what
+//! they quote to a connection, RFC 5927); the socket never sees anything else. Every jump is local (a check is followed by its own
 //! `ret`), so the program stays valid however many endpoints are reserved.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -19,6 +20,7 @@ const LD_H_ABS: u16 = 0x28;
 const LD_B_ABS: u16 = 0x30;
 const LD_W_ABS: u16 = 0x20;
 const LD_H_IND: u16 = 0x48;
+const LD_B_IND: u16 = 0x50;
 const LDX_B_MSH: u16 = 0xb1;
 const JEQ_K: u16 = 0x15;
 const JGT_K: u16 = 0x25;
@@ -43,22 +45,23 @@ pub struct Reservations {
 }
 
 pub fn program(reserved: &Reservations) -> Vec<Instruction> {
+    let icmp = icmp_block(reserved);
     let mut p = vec![
         // Ethernet II carrying IPv4 (a VLAN tag makes this 0x8100: not ours).
         op(LD_H_ABS, 0, 0, 12),
         op(JEQ_K, 1, 0, 0x0800),
         op(RET_K, 0, 0, DROP),
-        // TCP.
-        op(LD_B_ABS, 0, 0, 23),
-        op(JEQ_K, 1, 0, 6),
-        op(RET_K, 0, 0, DROP),
         // Not a fragment: MF clear and offset zero (RFC 791 §3.1).
         op(LD_H_ABS, 0, 0, 20),
         op(JSET_K, 0, 1, 0x3fff),
         op(RET_K, 0, 0, DROP),
-        // X = IPv4 header length, so [x + 16] is the TCP destination port.
+        // X = IPv4 header length, so [x + 14] starts the transport header.
         op(LDX_B_MSH, 0, 0, 14),
+        // TCP goes past the ICMP checks.
+        op(LD_B_ABS, 0, 0, 23),
+        op(JEQ_K, icmp.len() as u8, 0, 6),
     ];
+    p.extend(icmp);
     for listener in &reserved.listeners {
         p.extend([
             op(LD_W_ABS, 0, 0, 30),
@@ -77,6 +80,34 @@ pub fn program(reserved: &Reservations) -> Vec<Instruction> {
             op(JGT_K, 1, 0, u32::from(last)),
             op(RET_K, 0, 0, ACCEPT),
         ]);
+    }
+    p.push(op(RET_K, 0, 0, DROP));
+    p
+}
+
+/// ICMP type 3 (destination unreachable, RFC 792) to one of the reserved addresses; anything
+/// else that is not TCP is dropped. At most 60 addresses get ICMP (the jump over this block is
+/// 8 bits), far more than one stack serves.
+fn icmp_block(reserved: &Reservations) -> Vec<Instruction> {
+    let mut addresses: Vec<Ipv4Addr> = reserved
+        .listeners
+        .iter()
+        .map(|l| *l.ip())
+        .chain(reserved.active_ranges.iter().map(|r| r.0))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses.truncate(60);
+    let mut p = vec![
+        op(JEQ_K, 1, 0, 1),
+        op(RET_K, 0, 0, DROP),
+        op(LD_B_IND, 0, 0, 14),
+        op(JEQ_K, 1, 0, 3),
+        op(RET_K, 0, 0, DROP),
+        op(LD_W_ABS, 0, 0, 30),
+    ];
+    for addr in addresses {
+        p.extend([op(JEQ_K, 0, 1, u32::from(addr)), op(RET_K, 0, 0, ACCEPT)]);
     }
     p.push(op(RET_K, 0, 0, DROP));
     p
@@ -109,6 +140,10 @@ mod tests {
                     None => return 0,
                 },
                 LD_W_ABS => match load(k, 4) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                LD_B_IND => match load(x as usize + k, 1) {
                     Some(v) => a = v,
                     None => return 0,
                 },
@@ -197,6 +232,26 @@ mod tests {
         for cut in 0..36 {
             assert_eq!(run(&p, &full[..cut]), DROP, "truncated to {cut}");
         }
+    }
+
+    #[test]
+    fn destination_unreachable_to_our_addresses_is_accepted() {
+        let p = program(&reservations());
+        let icmp = |dst: Ipv4Addr, ihl: u8, kind: u8| {
+            let mut f = frame(dst, 0, ihl, 1, 0);
+            f[14 + usize::from(ihl) * 4] = kind;
+            f
+        };
+        assert_eq!(run(&p, &icmp(US, 5, 3)), ACCEPT);
+        assert_eq!(run(&p, &icmp(US, 7, 3)), ACCEPT, "after IPv4 options");
+        assert_eq!(run(&p, &icmp(US, 5, 8)), DROP, "echo request");
+        assert_eq!(run(&p, &icmp(US, 5, 0)), DROP, "echo reply");
+        assert_eq!(run(&p, &icmp(OTHER, 5, 3)), DROP, "another address");
+        let mut fragment = icmp(US, 5, 3);
+        fragment[20] = 0x20;
+        assert_eq!(run(&p, &fragment), DROP, "fragment");
+        // TCP to reserved endpoints is unaffected by the ICMP block in front of it.
+        assert_eq!(run(&p, &frame(US, 8080, 5, 6, 0)), ACCEPT);
     }
 
     #[test]
