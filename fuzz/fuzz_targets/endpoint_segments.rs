@@ -1,5 +1,6 @@
 //! Fuzz target: an endpoint with a listener fed an arbitrary sequence of well-formed segments
-//! (checksums right, so they reach the TCP rules) and raw bytes, on a virtual clock that the
+//! (checksums right, so they reach the TCP rules), ICMP errors quoting what it sent (with the
+//! sequence number kept or replaced, any code and MTU) and raw bytes, on a virtual clock that the
 //! input advances. No panic; the tables stay within the configured bounds; once the input ends
 //! and every timer runs out, nothing is left.
 #![no_main]
@@ -51,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
     // Sequence numbers the endpoint sent, so that inputs can pick acceptable ACKs.
     let mut ours: Vec<u32> = Vec::new();
     let mut buf = Vec::new();
+    // The last packet the endpoint sent, for ICMP errors to quote.
+    let mut last_sent = Vec::new();
     let mut steps = 0;
     while !input.0.is_empty() && steps < 256 {
         steps += 1;
@@ -60,6 +63,22 @@ fuzz_target!(|data: &[u8]| {
             let len = usize::from(input.u8());
             let raw = input.bytes(len).to_vec();
             ep.handle_packet(&raw, now);
+        } else if kind & 0x0f == 1 && !last_sent.is_empty() {
+            let mut quoted = last_sent.clone();
+            if kind & 0x10 != 0 {
+                quoted[24..28].copy_from_slice(&input.u32().to_be_bytes());
+            }
+            let code = input.u8() % 16;
+            let error = match code {
+                4 => wire::IcmpError::FragmentationNeeded {
+                    next_hop_mtu: u16::from_le_bytes([input.u8(), input.u8()]),
+                },
+                code => wire::IcmpError::Unreachable { code },
+            };
+            let mut packet = Vec::new();
+            let router = Ipv4Addr::new(198, 18, 0, 254);
+            wire::icmp::emit_destination_unreachable(router, LOCAL, error, &quoted, &mut packet);
+            ep.handle_packet(&packet, now);
         } else {
             let choose = input.u8();
             let seq = input.u32();
@@ -99,6 +118,7 @@ fuzz_target!(|data: &[u8]| {
         while ep.poll_transmit(now, &mut buf) {
             let sent = wire::parse_ipv4_tcp(&buf).expect("the endpoint sends valid packets");
             ours.push(sent.tcp.seq.0);
+            last_sent.clone_from(&buf);
             if ours.len() > 32 {
                 ours.remove(0);
             }

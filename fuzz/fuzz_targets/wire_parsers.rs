@@ -3,13 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcpstack::wire::{self, EthernetHeader, Ipv4Header, TcpHeader, TcpOptions};
+use tcpstack::wire::{self, EthernetHeader, IcmpMessage, Ipv4Header, TcpHeader, TcpOptions};
 
 fuzz_target!(|data: &[u8]| {
     let _ = EthernetHeader::parse(data);
     let _ = Ipv4Header::parse(data);
     let _ = TcpHeader::parse(data);
     let _ = TcpOptions::parse(data);
+    let _ = IcmpMessage::parse(data);
+    let _ = wire::parse_ipv4(data);
     let _ = wire::parse_ethernet_ipv4_tcp(data);
     if let Ok(parsed) = wire::parse_ipv4_tcp(data) {
         let mut out = Vec::new();

@@ -80,6 +80,9 @@ pub struct LabSpec {
     /// A third namespace the link runs through (a bridge joining A's and B's veths), where
     /// [`Lab::add_loss`] drops packets; `None` joins A and B directly.
     pub ns_link: Option<String>,
+    /// The link namespace routes instead of bridging, and its link to B has this MTU: see
+    /// [`LabSpec::routed`].
+    pub routed_mtu: Option<u32>,
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -96,6 +99,7 @@ impl LabSpec {
             addr_b: Ipv4Addr::new(198, 18, 0, 2),
             prefix_len: 24,
             ns_link: None,
+            routed_mtu: None,
         }
     }
 
@@ -115,6 +119,7 @@ impl LabSpec {
             addr_b: Ipv4Addr::new(198, 19, subnet, 2),
             prefix_len: 24,
             ns_link: None,
+            routed_mtu: None,
         }
     }
 
@@ -128,6 +133,27 @@ impl LabSpec {
         let base = self.ns_a.strip_suffix("-a").unwrap_or(&self.ns_a);
         self.ns_link = Some(format!("{base}-m"));
         self
+    }
+
+    /// The same lab with a router in a third namespace (A's name ending in `-r`): A's /25 and
+    /// B's /25 of the /24, and a `hop_mtu` link between the router and B, so that a segment
+    /// of A's that does not fit earns A an ICMP "fragmentation needed" from the router
+    /// (RFC 1191). B still offers MSS 1460 (`advmss` on its route), as a host behind a tunnel
+    /// does, so that only path MTU discovery can find the smaller MTU.
+    pub fn routed(mut self, hop_mtu: u32) -> LabSpec {
+        let base = self.ns_a.strip_suffix("-a").unwrap_or(&self.ns_a);
+        self.ns_link = Some(format!("{base}-r"));
+        self.prefix_len = 25;
+        let [a, b, c, _] = self.addr_a.octets();
+        self.addr_b = Ipv4Addr::new(a, b, c, 129);
+        self.routed_mtu = Some(hop_mtu);
+        self
+    }
+
+    /// The router's address on A's side and on B's side of a [`LabSpec::routed`] lab.
+    pub fn router_addrs(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let [a, b, c, _] = self.addr_a.octets();
+        (Ipv4Addr::new(a, b, c, 126), Ipv4Addr::new(a, b, c, 254))
     }
 }
 
@@ -181,7 +207,10 @@ impl Lab {
                 "netns", &s.ns_b,
             ]))
             .map(drop)?,
-            Some(m) => lab.bridge_through(m)?,
+            Some(m) => match s.routed_mtu {
+                Some(_) => lab.route_through(m)?,
+                None => lab.bridge_through(m)?,
+            },
         }
         for (ns, iface, addr) in [(&s.ns_a, &s.if_a, s.addr_a), (&s.ns_b, &s.if_b, s.addr_b)] {
             let cidr = format!("{addr}/{}", s.prefix_len);
@@ -197,7 +226,58 @@ impl Lab {
             // with what tcpstack sends.
             lab.exec_in(ns, &["ethtool", "-K", iface, "tx", "off"])?;
         }
+        if let Some(mtu) = s.routed_mtu {
+            let (router_a, router_b) = s.router_addrs();
+            let mtu = mtu.to_string();
+            run(Command::new("ip").args(["-n", &s.ns_b, "link", "set", &s.if_b, "mtu", &mtu]))?;
+            run(Command::new("ip").args([
+                "-n",
+                &s.ns_a,
+                "route",
+                "add",
+                "default",
+                "via",
+                &router_a.to_string(),
+            ]))?;
+            run(Command::new("ip").args([
+                "-n",
+                &s.ns_b,
+                "route",
+                "add",
+                "default",
+                "via",
+                &router_b.to_string(),
+                "advmss",
+                "1460",
+            ]))?;
+        }
         Ok(lab)
+    }
+
+    /// Namespace `m` forwarding IPv4 between a veth to A and a veth to B, the latter with the
+    /// lab's small MTU at both ends; the router sends ICMP errors as any Linux router does.
+    fn route_through(&self, m: &str) -> Result<()> {
+        let s = &self.spec;
+        let (router_a, router_b) = s.router_addrs();
+        let mtu = s.routed_mtu.unwrap_or(1500).to_string();
+        run(Command::new("ip").args(["netns", "add", m]))?;
+        for (ns, iface, port, addr) in [
+            (&s.ns_a, &s.if_a, "link-a", router_a),
+            (&s.ns_b, &s.if_b, "link-b", router_b),
+        ] {
+            run(Command::new("ip").args([
+                "link", "add", iface, "netns", ns, "type", "veth", "peer", "name", port, "netns", m,
+            ]))?;
+            let cidr = format!("{addr}/{}", s.prefix_len);
+            run(Command::new("ip").args(["-n", m, "addr", "add", &cidr, "dev", port]))?;
+            self.exec_in(m, &["ethtool", "-K", port, "tx", "off"])?;
+        }
+        run(Command::new("ip").args(["-n", m, "link", "set", "link-b", "mtu", &mtu]))?;
+        for link in ["lo", "link-a", "link-b"] {
+            run(Command::new("ip").args(["-n", m, "link", "set", link, "up"]))?;
+        }
+        self.exec_in(m, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        Ok(())
     }
 
     /// Namespace `m` with a bridge joining a veth to A's and one to B's, and iptables seeing

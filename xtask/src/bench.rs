@@ -58,6 +58,7 @@ fn bench_lab_spec() -> LabSpec {
         addr_b: Ipv4Addr::new(198, 18, 1, 2),
         prefix_len: 24,
         ns_link: None,
+        routed_mtu: None,
     }
 }
 
