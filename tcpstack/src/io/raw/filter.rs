@@ -1,8 +1,9 @@
 //! The classic BPF socket filter of the raw backend: accept untagged, unfragmented IPv4/TCP
 //! frames addressed to a reserved endpoint or to the active-open port range of an address, and
-//! ICMP destination-unreachable messages to one of those addresses (the endpoint matches what
-//! they quote to a connection, RFC 5927); the socket never sees anything else. Every jump is local (a check is followed by its own
-//! `ret`), so the program stays valid however many endpoints are reserved.
+//! ICMP destination-unreachable messages quoting TCP to one of those addresses (the endpoint
+//! matches what they quote to a connection, RFC 5927); the socket never sees anything else.
+//! Every jump is local (a check is followed by its own `ret`), so the program stays valid
+//! however many endpoints are reserved.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -85,7 +86,8 @@ pub fn program(reserved: &Reservations) -> Vec<Instruction> {
     p
 }
 
-/// ICMP type 3 (destination unreachable, RFC 792) to one of the reserved addresses; anything
+/// ICMP type 3 (destination unreachable, RFC 792) quoting a TCP segment, to one of the
+/// reserved addresses; anything
 /// else that is not TCP is dropped. At most 60 addresses get ICMP (the jump over this block is
 /// 8 bits), far more than one stack serves.
 fn icmp_block(reserved: &Reservations) -> Vec<Instruction> {
@@ -103,6 +105,11 @@ fn icmp_block(reserved: &Reservations) -> Vec<Instruction> {
         op(RET_K, 0, 0, DROP),
         op(LD_B_IND, 0, 0, 14),
         op(JEQ_K, 1, 0, 3),
+        op(RET_K, 0, 0, DROP),
+        // The protocol of the quoted datagram, after the 8-byte ICMP header: errors about
+        // anything but TCP (the kernel's protocol-unreachable answers, say) are not ours.
+        op(LD_B_IND, 0, 0, 14 + 8 + 9),
+        op(JEQ_K, 1, 0, 6),
         op(RET_K, 0, 0, DROP),
         op(LD_W_ABS, 0, 0, 30),
     ];
@@ -239,7 +246,11 @@ mod tests {
         let p = program(&reservations());
         let icmp = |dst: Ipv4Addr, ihl: u8, kind: u8| {
             let mut f = frame(dst, 0, ihl, 1, 0);
-            f[14 + usize::from(ihl) * 4] = kind;
+            let at = 14 + usize::from(ihl) * 4;
+            f[at] = kind;
+            f.resize(at + 8 + 20 + 8, 0);
+            f[at + 8] = 0x45;
+            f[at + 8 + 9] = 6;
             f
         };
         assert_eq!(run(&p, &icmp(US, 5, 3)), ACCEPT);
@@ -247,6 +258,17 @@ mod tests {
         assert_eq!(run(&p, &icmp(US, 5, 8)), DROP, "echo request");
         assert_eq!(run(&p, &icmp(US, 5, 0)), DROP, "echo reply");
         assert_eq!(run(&p, &icmp(OTHER, 5, 3)), DROP, "another address");
+        let mut about_udp = icmp(US, 5, 3);
+        about_udp[14 + 20 + 8 + 9] = 17;
+        assert_eq!(run(&p, &about_udp), DROP, "quotes UDP");
+        let mut about_253 = icmp(US, 5, 3);
+        about_253[14 + 20 + 8 + 9] = 253;
+        assert_eq!(run(&p, &about_253), DROP, "quotes protocol 253");
+        assert_eq!(
+            run(&p, &icmp(US, 5, 3)[..14 + 20 + 8 + 9]),
+            DROP,
+            "quote cut short"
+        );
         let mut fragment = icmp(US, 5, 3);
         fragment[20] = 0x20;
         assert_eq!(run(&p, &fragment), DROP, "fragment");
