@@ -10,6 +10,8 @@ use crate::wire::WireError;
 pub struct WireErrorCounts {
     pub truncated: u64,
     pub not_ipv4: u64,
+    pub not_ipv6: u64,
+    pub bad_extension_header: u64,
     pub not_tcp: u64,
     pub bad_ihl: u64,
     pub bad_total_length: u64,
@@ -29,6 +31,8 @@ impl WireErrorCounts {
         let counter = match error {
             WireError::Truncated => &mut self.truncated,
             WireError::NotIpv4 => &mut self.not_ipv4,
+            WireError::NotIpv6 => &mut self.not_ipv6,
+            WireError::BadExtensionHeader => &mut self.bad_extension_header,
             WireError::NotTcp => &mut self.not_tcp,
             WireError::BadIhl => &mut self.bad_ihl,
             WireError::BadTotalLength => &mut self.bad_total_length,
@@ -48,6 +52,8 @@ impl WireErrorCounts {
     pub fn total(&self) -> u64 {
         self.truncated
             + self.not_ipv4
+            + self.not_ipv6
+            + self.bad_extension_header
             + self.not_tcp
             + self.bad_ihl
             + self.bad_total_length

@@ -1,9 +1,10 @@
-//! Byte layouts: Ethernet II, IPv4, TCP header and options, checksums. Knows nothing of
-//! connections or time. Every parser returns a [`WireError`] on malformed input, never panics.
+//! Byte layouts: Ethernet II, IPv4, IPv6, TCP header and options, ICMP errors, checksums. Knows
+//! nothing of connections or time. Every parser returns a [`WireError`] on malformed input, never
+//! panics.
 //!
 //! The per-packet entry points are [`parse_ipv4_tcp`] / [`parse_ethernet_ipv4_tcp`] (zero-copy,
 //! no allocation, both checksums verified) and [`emit_ipv4_tcp`] / [`emit_ethernet_ipv4_tcp`]
-//! (append to a caller's buffer). [`checksum`] is the one RFC 1071 implementation in tcpstack;
+//! (append to a caller's buffer), and their IPv6 twins [`parse_ipv6_tcp`] and [`emit_ipv6_tcp`]. [`checksum`] is the one RFC 1071 implementation in tcpstack;
 //! [`TcpdumpLine`] serves the debug log and [`PcapWriter`] captures. There is no ARP here:
 //! neighbours are the kernel's to resolve (`io::netlink`).
 //!
@@ -33,6 +34,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod pcap;
 pub mod seq;
 pub mod tcp;
@@ -45,7 +47,7 @@ pub use seq::SeqNum;
 pub use tcpdump::TcpdumpLine;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why a frame, packet or segment was rejected. Each variant is a drop reason the endpoint counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -54,6 +56,10 @@ pub enum WireError {
     Truncated,
     #[error("not an IPv4 frame")]
     NotIpv4,
+    #[error("not an IPv6 packet")]
+    NotIpv6,
+    #[error("IPv6 extension header malformed, unskippable or beyond the limit")]
+    BadExtensionHeader,
     #[error("not a TCP packet")]
     NotTcp,
     #[error("IPv4 header length field is invalid")]
@@ -261,6 +267,47 @@ pub struct Ipv4Header {
     pub total_len: usize,
 }
 
+/// The IPv6 header fields tcpstack uses, with the extension headers walked (`wire::ipv6`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ipv6Header {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The upper-layer protocol: the Next Header of the last extension header, if any.
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    /// The 20-bit flow label (RFC 6437).
+    pub flow_label: u32,
+    /// Bytes before the upper-layer header: 40 plus the extension headers.
+    pub header_len: usize,
+    /// The payload length field: extension headers plus the upper-layer packet.
+    pub payload_len: usize,
+}
+
+/// What the layers above need of either IP header.
+pub trait IpHeader: Copy + fmt::Debug {
+    fn src(&self) -> IpAddr;
+    fn dst(&self) -> IpAddr;
+}
+
+impl IpHeader for Ipv4Header {
+    fn src(&self) -> IpAddr {
+        self.src.into()
+    }
+    fn dst(&self) -> IpAddr {
+        self.dst.into()
+    }
+}
+
+impl IpHeader for Ipv6Header {
+    fn src(&self) -> IpAddr {
+        self.src.into()
+    }
+    fn dst(&self) -> IpAddr {
+        self.dst.into()
+    }
+}
+
 /// An Ethernet II header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EthernetHeader {
@@ -272,17 +319,20 @@ pub struct EthernetHeader {
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
 pub const ETHERNET_HEADER_LEN: usize = 14;
 pub const IPV4_MIN_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
 pub const TCP_MIN_HEADER_LEN: usize = 20;
 /// The largest TCP options area (data offset 15 words).
 pub const TCP_MAX_OPTIONS_LEN: usize = 40;
 
-/// An IPv4 packet carrying TCP, parsed and checksum-verified, borrowing its payload.
+/// An IP packet carrying TCP, parsed and checksum-verified, borrowing its payload: IPv4 unless
+/// `Ip` says [`Ipv6Header`].
 #[derive(Clone, Copy, Debug)]
-pub struct TcpPacket<'a> {
-    pub ip: Ipv4Header,
+pub struct TcpPacket<'a, Ip: IpHeader = Ipv4Header> {
+    pub ip: Ip,
     pub tcp: TcpHeader,
     pub payload: &'a [u8],
 }
@@ -329,6 +379,73 @@ pub fn parse_ethernet_ipv4_tcp(frame: &[u8]) -> Result<(EthernetHeader, TcpPacke
         return Err(WireError::NotIpv4);
     }
     Ok((ethernet, parse_ipv4_tcp(packet)?))
+}
+
+/// Parses an IPv6 packet carrying TCP (after any extension headers RFC 8200 lets us skip) and
+/// verifies the TCP checksum over the IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn parse_ipv6_tcp(packet: &[u8]) -> Result<TcpPacket<'_, Ipv6Header>, WireError> {
+    let (ip, body) = Ipv6Header::parse(packet)?;
+    if ip.next_header != IPPROTO_TCP {
+        return Err(WireError::NotTcp);
+    }
+    let (tcp, payload) = TcpHeader::parse_verified(ip.src, ip.dst, body)?;
+    Ok(TcpPacket { ip, tcp, payload })
+}
+
+/// [`parse_ipv6_tcp`] behind an Ethernet II header.
+pub fn parse_ethernet_ipv6_tcp(
+    frame: &[u8],
+) -> Result<(EthernetHeader, TcpPacket<'_, Ipv6Header>), WireError> {
+    let (ethernet, packet) = EthernetHeader::parse(frame)?;
+    if ethernet.ethertype != ETHERTYPE_IPV6 {
+        return Err(WireError::NotIpv6);
+    }
+    Ok((ethernet, parse_ipv6_tcp(packet)?))
+}
+
+/// The IPv6 packet length [`emit_ipv6_tcp`] produces for `tcp` and a payload of `payload_len`.
+pub fn ipv6_tcp_len(tcp: &TcpHeader, payload_len: usize) -> usize {
+    IPV6_HEADER_LEN + tcp.header_len() + payload_len
+}
+
+/// Appends an IPv6 packet (no extension headers, hop limit 64, flow label `flow_label`) carrying
+/// `tcp` and `payload` with its checksum filled in. The caller keeps segments within the MTU.
+pub fn emit_ipv6_tcp(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    tcp: &TcpHeader,
+    payload: &[u8],
+    flow_label: u32,
+    out: &mut Vec<u8>,
+) {
+    let tcp_len = tcp.header_len() + payload.len();
+    out.reserve(IPV6_HEADER_LEN + tcp_len);
+    let mut header = Ipv6Header::for_tcp(src, dst, tcp_len);
+    header.flow_label = flow_label;
+    header.emit(out);
+    tcp.emit(src, dst, payload, out);
+}
+
+/// Appends an Ethernet II frame (EtherType IPv6) around [`emit_ipv6_tcp`]'s packet.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_ethernet_ipv6_tcp(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    tcp: &TcpHeader,
+    payload: &[u8],
+    flow_label: u32,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(ETHERNET_HEADER_LEN + ipv6_tcp_len(tcp, payload.len()));
+    EthernetHeader {
+        dst: dst_mac,
+        src: src_mac,
+        ethertype: ETHERTYPE_IPV6,
+    }
+    .emit(out);
+    emit_ipv6_tcp(src, dst, tcp, payload, flow_label, out);
 }
 
 /// The IPv4 packet length [`emit_ipv4_tcp`] produces for `tcp` and a payload of `payload_len`.
@@ -449,6 +566,82 @@ mod tests {
 
     /// Our emitter lays out headers and options as Linux does, so re-emitting what Linux sent
     /// reproduces it byte for byte, checksums included.
+    /// The same exchange over IPv6 (2001:db8::1:59338 to 2001:db8::2:5201, Linux 6.18, veth, tx
+    /// checksum offload off), with the flow labels Linux chose (RFC 6437).
+    pub(crate) const LINUX_IPV6_FRAMES: [&str; 8] = [
+        "662074e0bc77827f9c96d66186dd600dbdd20028064020010db800000000000000000000000120010db8000000000000000000000002e7ca1451c28ee4ce00000000a002fd20a9a80000020405a00402080a16b78ba2000000000103030a",
+        "827f9c96d661662074e0bc7786dd60099c5f0028064020010db800000000000000000000000220010db80000000000000000000000011451e7ca5026846ac28ee4cfa012fb0472390000020405a00402080a3e67268216b78ba20103030a",
+        "662074e0bc77827f9c96d66186dd600dbdd20020064020010db800000000000000000000000120010db8000000000000000000000002e7ca1451c28ee4cf5026846b801000409bb900000101080a16b78ba23e672682",
+        "662074e0bc77827f9c96d66186dd600dbdd20026064020010db800000000000000000000000120010db8000000000000000000000002e7ca1451c28ee4cf5026846b8018004057ce00000101080a16b78ba33e67268268656c6c6f0a",
+        "827f9c96d661662074e0bc7786dd60099c5f0020064020010db800000000000000000000000220010db80000000000000000000000011451e7ca5026846bc28ee4d58010003f9bb200000101080a3e67268316b78ba3",
+        "662074e0bc77827f9c96d66186dd600dbdd20020064020010db800000000000000000000000120010db8000000000000000000000002e7ca1451c28ee4d55026846b801100409bb000000101080a16b78ba33e672683",
+        "827f9c96d661662074e0bc7786dd60099c5f0020064020010db800000000000000000000000220010db80000000000000000000000011451e7ca5026846bc28ee4d68011003f9bb000000101080a3e67268316b78ba3",
+        "662074e0bc77827f9c96d66186dd600dbdd20020064020010db800000000000000000000000120010db8000000000000000000000002e7ca1451c28ee4d65026846c801000409baf00000101080a16b78ba33e672683",
+    ];
+
+    #[test]
+    fn linux_ipv6_frames_parse_and_re_emit_byte_exact() {
+        for hex in LINUX_IPV6_FRAMES {
+            let frame = unhex(hex);
+            let (ethernet, packet) = parse_ethernet_ipv6_tcp(&frame).unwrap();
+            assert_eq!(packet.ip.header_len, IPV6_HEADER_LEN);
+            assert_eq!(packet.ip.hop_limit, 64);
+            let mut out = Vec::new();
+            emit_ethernet_ipv6_tcp(
+                ethernet.src,
+                ethernet.dst,
+                packet.ip.src,
+                packet.ip.dst,
+                &packet.tcp,
+                packet.payload,
+                packet.ip.flow_label,
+                &mut out,
+            );
+            assert_eq!(out, frame);
+            assert_eq!(
+                out.len(),
+                ETHERNET_HEADER_LEN + ipv6_tcp_len(&packet.tcp, packet.payload.len())
+            );
+        }
+        let syn_frame = unhex(LINUX_IPV6_FRAMES[0]);
+        let (_, syn) = parse_ethernet_ipv6_tcp(&syn_frame).unwrap();
+        assert_eq!(syn.ip.src, "2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(syn.ip.flow_label, 0xdbdd2);
+        assert_eq!(syn.tcp.options.mss, Some(1440));
+        let data_frame = unhex(LINUX_IPV6_FRAMES[3]);
+        let (_, data) = parse_ethernet_ipv6_tcp(&data_frame).unwrap();
+        assert_eq!(data.payload, b"hello\n");
+        assert_eq!(
+            parse_ethernet_ipv4_tcp(&unhex(LINUX_IPV6_FRAMES[0])).unwrap_err(),
+            WireError::NotIpv4
+        );
+        assert_eq!(
+            parse_ethernet_ipv6_tcp(&unhex(LINUX_FRAMES[0])).unwrap_err(),
+            WireError::NotIpv6
+        );
+    }
+
+    /// IPv6 has no header checksum: what the TCP checksum covers through the pseudo-header
+    /// (addresses, payload length, next header) and the version must catch every flip; traffic
+    /// class, flow label and hop limit are not protected, by design (RFC 8200 §8.1).
+    #[test]
+    fn ipv6_bit_flips_in_protected_fields_are_caught() {
+        for hex in [LINUX_IPV6_FRAMES[0], LINUX_IPV6_FRAMES[3]] {
+            let packet = unhex(hex)[ETHERNET_HEADER_LEN..].to_vec();
+            let protected = (0..4).chain(4 * 8..7 * 8).chain(8 * 8..packet.len() * 8);
+            for bit in protected {
+                let mut p = packet.clone();
+                p[bit / 8] ^= 0x80 >> (bit % 8);
+                assert!(parse_ipv6_tcp(&p).is_err(), "flip of bit {bit} accepted");
+            }
+            for bit in (4..4 * 8).chain(7 * 8..8 * 8) {
+                let mut p = packet.clone();
+                p[bit / 8] ^= 0x80 >> (bit % 8);
+                assert!(parse_ipv6_tcp(&p).is_ok(), "bit {bit} is not checksummed");
+            }
+        }
+    }
+
     #[test]
     fn re_emitting_linux_frames_is_byte_exact() {
         for hex in LINUX_FRAMES {
@@ -533,7 +726,7 @@ mod tests {
             segment[16..18].fill(0);
             let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
             let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-            let sum = checksum::tcp_ipv4_checksum(src, dst, &packet[ihl..total]);
+            let sum = checksum::tcp_checksum(src, dst, &packet[ihl..total]);
             packet[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
         }
     }
@@ -589,6 +782,8 @@ mod tests {
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = parse_ipv4_tcp(&data);
             let _ = parse_ethernet_ipv4_tcp(&data);
+            let _ = parse_ipv6_tcp(&data);
+            let _ = parse_ethernet_ipv6_tcp(&data);
         }
 
         #[test]
@@ -621,6 +816,49 @@ mod tests {
             // The log line is total over any header.
             let line = TcpdumpLine::of_packet(&packet).to_string();
             prop_assert!(line.starts_with("IP "));
+        }
+
+        #[test]
+        fn ipv6_round_trip(
+            src: [u8; 16], dst: [u8; 16], flow_label in 0u32..1 << 20, seq: u32, flags: u8,
+            window: u16, mss: Option<u16>,
+            payload in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
+            let tcp = TcpHeader {
+                src_port: 5201, dst_port: 61000, seq: SeqNum(seq), ack: SeqNum(0),
+                flags: TcpFlags(flags), window, urgent_ptr: 0,
+                options: TcpOptions { mss, ..TcpOptions::default() },
+            };
+            let mut frame = Vec::new();
+            emit_ethernet_ipv6_tcp(
+                [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src.into(), dst.into(), &tcp, &payload,
+                flow_label, &mut frame,
+            );
+            let (_, packet) = parse_ethernet_ipv6_tcp(&frame).unwrap();
+            let mut expected = Ipv6Header::for_tcp(
+                src.into(), dst.into(), tcp.header_len() + payload.len(),
+            );
+            expected.flow_label = flow_label;
+            prop_assert_eq!(packet.ip, expected);
+            prop_assert_eq!(packet.tcp, tcp);
+            prop_assert_eq!(packet.payload, &payload[..]);
+            let line = TcpdumpLine::of_packet(&packet).to_string();
+            prop_assert!(line.starts_with("IP6 "));
+        }
+
+        #[test]
+        fn mutated_linux_ipv6_frames_never_panic(
+            which in 0..LINUX_IPV6_FRAMES.len(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..10),
+            cut in any::<usize>(),
+        ) {
+            let mut frame = unhex(LINUX_IPV6_FRAMES[which]);
+            for (at, value) in edits {
+                let at = at % frame.len();
+                frame[at] = value;
+            }
+            let cut = cut % (frame.len() + 1);
+            let _ = parse_ethernet_ipv6_tcp(&frame[..cut]);
         }
 
         #[test]

@@ -1,6 +1,6 @@
 //! The TCP header and its options (RFC 9293 §3.1, §3.2; RFC 7323; RFC 2018).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::checksum::{self, Checksum};
 use super::{
@@ -58,17 +58,18 @@ impl TcpHeader {
         Ok((header, &segment[header_len..]))
     }
 
-    /// Verifies the checksum over the IPv4 pseudo-header (RFC 9293 §3.1), then parses. The
-    /// checksum comes first so that any corrupted segment reports as a checksum failure.
+    /// Verifies the checksum over the pseudo-header of `src` and `dst` (RFC 9293 §3.1 for IPv4,
+    /// RFC 8200 §8.1 for IPv6), then parses. The checksum comes first so that any corrupted
+    /// segment reports as a checksum failure.
     pub fn parse_verified(
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
         segment: &[u8],
     ) -> Result<(TcpHeader, &[u8]), WireError> {
         if segment.len() < TCP_MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if !checksum::verify_tcp_ipv4(src, dst, segment) {
+        if !checksum::verify_tcp(src, dst, segment) {
             return Err(WireError::BadTcpChecksum);
         }
         Self::parse(segment)
@@ -79,8 +80,15 @@ impl TcpHeader {
         TCP_MIN_HEADER_LEN + self.options.emitted_len()
     }
 
-    /// Appends header, options and `payload` with the checksum over the IPv4 pseudo-header.
-    pub fn emit(&self, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8], out: &mut Vec<u8>) {
+    /// Appends header, options and `payload` with the checksum over the pseudo-header of `src`
+    /// and `dst` (IPv4 or IPv6).
+    pub fn emit(
+        &self,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mut header = [0u8; TCP_MIN_HEADER_LEN + TCP_MAX_OPTIONS_LEN];
         let options_len = self
             .options
@@ -97,8 +105,12 @@ impl TcpHeader {
         header[14..16].copy_from_slice(&self.window.to_be_bytes());
         header[18..20].copy_from_slice(&self.urgent_ptr.to_be_bytes());
 
-        let segment_len = u16::try_from(header_len + payload.len()).unwrap_or(u16::MAX);
-        let mut sum = Checksum::ipv4_pseudo_header(src, dst, super::IPPROTO_TCP, segment_len);
+        let mut sum = Checksum::pseudo_header(
+            src.into(),
+            dst.into(),
+            super::IPPROTO_TCP,
+            header_len + payload.len(),
+        );
         sum.add_bytes(&header[..header_len]);
         sum.add_bytes(payload);
         header[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&sum.finish().to_be_bytes());
@@ -277,6 +289,7 @@ impl TcpOptions {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
     const DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -307,7 +320,7 @@ mod tests {
         seg[12] = data_offset_words << 4;
         seg[16] = 0;
         seg[17] = 0;
-        let sum = checksum::tcp_ipv4_checksum(SRC, DST, &seg);
+        let sum = checksum::tcp_checksum(SRC, DST, &seg);
         seg[16..18].copy_from_slice(&sum.to_be_bytes());
         seg
     }

@@ -2,14 +2,16 @@
 //! debug log, so a log and a capture of the same connection read alike.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::tcp::{
     OPT_EOL, OPT_MSS, OPT_NOP, OPT_SACK, OPT_SACK_PERMITTED, OPT_TIMESTAMPS, OPT_WINDOW_SCALE,
 };
-use super::{Ipv4Header, TcpFlags, TcpHeader, TcpPacket, TCP_MAX_OPTIONS_LEN};
+use super::{IpHeader, TcpFlags, TcpHeader, TcpPacket, TCP_MAX_OPTIONS_LEN};
 
 /// `IP 198.18.0.1.5201 > 198.18.0.2.40000: Flags [S.], seq 123, ack 456, win 65535, options
-/// [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0`
+/// [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0`, or `IP6 2001:db8::1.5201 > ...`
+/// over IPv6.
 ///
 /// The rules are tcpdump's (print-tcp.c): `seq` only when the segment has data or SYN/FIN/RST,
 /// as a `first:next` range when it has data; `ack` only with ACK; `urg` only with URG. The
@@ -18,21 +20,23 @@ use super::{Ipv4Header, TcpFlags, TcpHeader, TcpPacket, TCP_MAX_OPTIONS_LEN};
 /// exactly; other peers' options show in that canonical order.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpdumpLine<'a> {
-    pub ip: &'a Ipv4Header,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub tcp: &'a TcpHeader,
     pub payload_len: usize,
 }
 
 impl<'a> TcpdumpLine<'a> {
-    pub fn new(ip: &'a Ipv4Header, tcp: &'a TcpHeader, payload_len: usize) -> Self {
+    pub fn new(ip: &impl IpHeader, tcp: &'a TcpHeader, payload_len: usize) -> Self {
         TcpdumpLine {
-            ip,
+            src: ip.src(),
+            dst: ip.dst(),
             tcp,
             payload_len,
         }
     }
 
-    pub fn of_packet(packet: &'a TcpPacket<'_>) -> Self {
+    pub fn of_packet<Ip: IpHeader>(packet: &'a TcpPacket<'_, Ip>) -> Self {
         Self::new(&packet.ip, &packet.tcp, packet.payload.len())
     }
 }
@@ -40,10 +44,11 @@ impl<'a> TcpdumpLine<'a> {
 impl fmt::Display for TcpdumpLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tcp = self.tcp;
+        let family = if self.src.is_ipv6() { "IP6" } else { "IP" };
         write!(
             f,
-            "IP {}.{} > {}.{}: Flags [{}]",
-            self.ip.src, tcp.src_port, self.ip.dst, tcp.dst_port, tcp.flags
+            "{family} {}.{} > {}.{}: Flags [{}]",
+            self.src, tcp.src_port, self.dst, tcp.dst_port, tcp.flags
         )?;
         let length = self.payload_len;
         if length > 0
@@ -120,8 +125,11 @@ fn write_options(f: &mut fmt::Formatter<'_>, mut area: &[u8]) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::{unhex, LINUX_FRAMES};
-    use crate::wire::{parse_ethernet_ipv4_tcp, SackBlock, SeqNum, TcpOptions, Timestamps};
+    use crate::wire::tests::{unhex, LINUX_FRAMES, LINUX_IPV6_FRAMES};
+    use crate::wire::{
+        parse_ethernet_ipv4_tcp, parse_ethernet_ipv6_tcp, Ipv4Header, SackBlock, SeqNum,
+        TcpOptions, Timestamps,
+    };
     use std::net::Ipv4Addr;
 
     /// `tcpdump -S -nn -r` of the capture in `LINUX_FRAMES`, timestamps cut off.
@@ -141,6 +149,27 @@ mod tests {
         for (hex, expected) in LINUX_FRAMES.iter().zip(TCPDUMP_SAYS) {
             let frame = unhex(hex);
             let (_, packet) = parse_ethernet_ipv4_tcp(&frame).unwrap();
+            assert_eq!(TcpdumpLine::of_packet(&packet).to_string(), expected);
+        }
+    }
+
+    /// `tcpdump -S -n -r` of the capture in `LINUX_IPV6_FRAMES`, timestamps cut off.
+    const TCPDUMP_SAYS_IPV6: [&str; 8] = [
+        "IP6 2001:db8::1.59338 > 2001:db8::2.5201: Flags [S], seq 3264144590, win 64800, options [mss 1440,sackOK,TS val 381127586 ecr 0,nop,wscale 10], length 0",
+        "IP6 2001:db8::2.5201 > 2001:db8::1.59338: Flags [S.], seq 1344701546, ack 3264144591, win 64260, options [mss 1440,sackOK,TS val 1046947458 ecr 381127586,nop,wscale 10], length 0",
+        "IP6 2001:db8::1.59338 > 2001:db8::2.5201: Flags [.], ack 1344701547, win 64, options [nop,nop,TS val 381127586 ecr 1046947458], length 0",
+        "IP6 2001:db8::1.59338 > 2001:db8::2.5201: Flags [P.], seq 3264144591:3264144597, ack 1344701547, win 64, options [nop,nop,TS val 381127587 ecr 1046947458], length 6",
+        "IP6 2001:db8::2.5201 > 2001:db8::1.59338: Flags [.], ack 3264144597, win 63, options [nop,nop,TS val 1046947459 ecr 381127587], length 0",
+        "IP6 2001:db8::1.59338 > 2001:db8::2.5201: Flags [F.], seq 3264144597, ack 1344701547, win 64, options [nop,nop,TS val 381127587 ecr 1046947459], length 0",
+        "IP6 2001:db8::2.5201 > 2001:db8::1.59338: Flags [F.], seq 1344701547, ack 3264144598, win 63, options [nop,nop,TS val 1046947459 ecr 381127587], length 0",
+        "IP6 2001:db8::1.59338 > 2001:db8::2.5201: Flags [.], ack 1344701548, win 64, options [nop,nop,TS val 381127587 ecr 1046947459], length 0",
+    ];
+
+    #[test]
+    fn matches_tcpdump_on_a_linux_ipv6_capture() {
+        for (hex, expected) in LINUX_IPV6_FRAMES.iter().zip(TCPDUMP_SAYS_IPV6) {
+            let frame = unhex(hex);
+            let (_, packet) = parse_ethernet_ipv6_tcp(&frame).unwrap();
             assert_eq!(TcpdumpLine::of_packet(&packet).to_string(), expected);
         }
     }
