@@ -463,7 +463,12 @@ fn echo_rows(
     label: &str,
     results: &mut Results,
 ) -> Result<()> {
-    const RR_ROWS: [&str; 3] = [report::RR_RATE, report::RR_P50, report::RR_P99];
+    const RR_ROWS: [&str; 4] = [
+        report::RR_RATE,
+        report::RR_P50,
+        report::RR_P99,
+        report::RR_CPU,
+    ];
     const CRR_ROWS: [&str; 4] = [
         report::CRR_RATE,
         report::CONNECT_P50,
@@ -494,19 +499,25 @@ fn echo_rows(
     };
 
     pause(Duration::from_millis(200))?;
-    let rr = server
-        .check_alive()
-        .and_then(|()| client.run(tcpstack, lab, load, "rr", 1));
+    // The server's CPU over the run, as cores busy: what busy polling costs shows here.
+    let rr = server.check_alive().and_then(|()| {
+        let before = cpu_seconds(server.pid())?;
+        let started = std::time::Instant::now();
+        let rr = client.run(tcpstack, lab, load, "rr", 1)?;
+        let cores = (cpu_seconds(server.pid())? - before) / started.elapsed().as_secs_f64();
+        Ok((rr, cores))
+    });
     check_interrupt()?;
     match &rr {
-        Ok(rr) => {
+        Ok((rr, cores)) => {
             step(&format!(
-                "{label} rr: {:.0} trans/s, p50 {} us, p99 {} us",
+                "{label} rr: {:.0} trans/s, p50 {} us, p99 {} us, server CPU {cores:.2} cores",
                 rr.transactions_per_sec, rr.p50_us, rr.p99_us
             ));
             results.record(report::RR_RATE, target, rr.transactions_per_sec);
             results.record(report::RR_P50, target, rr.p50_us);
             results.record(report::RR_P99, target, rr.p99_us);
+            results.record(report::RR_CPU, target, *cores);
         }
         Err(error) => {
             let why = reason(error);

@@ -64,6 +64,7 @@ pub const BULK_DOWN_4: &str = "bulk_down_4";
 pub const RR_RATE: &str = "rr_rate";
 pub const RR_P50: &str = "rr_p50";
 pub const RR_P99: &str = "rr_p99";
+pub const RR_CPU: &str = "rr_server_cores";
 pub const CRR_RATE: &str = "crr_rate";
 pub const CONNECT_P50: &str = "connect_p50";
 pub const CONNECT_P99: &str = "connect_p99";
@@ -118,6 +119,12 @@ pub const ROWS: &[RowSpec] = &[
     ),
     row(RR_P50, "request/response latency p50", "us", Better::Lower),
     row(RR_P99, "request/response latency p99", "us", Better::Lower),
+    row(
+        RR_CPU,
+        "server CPU during request/response (1 connection)",
+        "cores",
+        Better::Lower,
+    ),
     row(
         CRR_RATE,
         "connection rate (connect, 1-byte rr, close)",

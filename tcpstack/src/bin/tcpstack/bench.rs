@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// Writes every frame received and sent to this pcap file (not with the kernel backend).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// Microseconds tcpstack keeps polling its link after the last packet (xdp and raw
+    /// backends; see `serve --busy-poll`).
+    #[arg(long, value_name = "US", default_value_t = link::DEFAULT_BUSY_POLL_US,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub busy_poll: u64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 xdp_mode: args.xdp_mode,
                 queues: args.queues,
                 pcap: args.pcap.clone(),
+                busy_poll: args.busy_poll,
                 tcp: link::TcpArgs::default(),
             };
             let link = link::open(&link_args, None)?;

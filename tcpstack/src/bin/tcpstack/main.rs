@@ -71,6 +71,12 @@ pub struct LinkArgs {
     /// Writes every frame received and sent to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// Microseconds to keep polling the link after the last packet before sleeping, as Linux's
+    /// SO_BUSY_POLL: a request/response round trip saves a wakeup each way, for up to this
+    /// much of a core's time after each burst; 0 sleeps at once.
+    #[arg(long, value_name = "US", default_value_t = link::DEFAULT_BUSY_POLL_US,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub busy_poll: u64,
     #[command(flatten)]
     pub tcp: link::TcpArgs,
 }
