@@ -250,7 +250,7 @@ pub fn format_value(unit: &str, value: f64) -> String {
         "Gbit/s" => format!("{value:.2}"),
         "s/GB" | "s/10k" => format!("{value:.3}"),
         "MB" => format!("{value:.1}"),
-        "s" => format!("{value:.2}"),
+        "s" | "cores" => format!("{value:.2}"),
         _ => format!("{value:.0}"),
     }
 }
