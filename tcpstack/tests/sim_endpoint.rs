@@ -1311,3 +1311,46 @@ fn icmp_fragmentation_needed_lowers_the_mss_and_forgeries_change_nothing() {
         [(syn_ack.seq + 1u32, 1240), (syn_ack.seq + 1241u32, 220)]
     );
 }
+
+/// What the runtime busy-polls after: segments taking sequence space (SYN, FIN, data), which
+/// the peer answers, and never a RST or a pure ACK.
+#[test]
+fn only_segments_taking_sequence_space_count_as_awaiting_an_answer() {
+    let start = Instant::now();
+    let at = |ms| start + Duration::from_millis(ms);
+    let mut ep = endpoint(EndpointConfig::default(), start);
+    ep.listen(local(PORT)).unwrap();
+    assert_eq!(ep.last_sequenced_sent(), None);
+    ep.handle_packet(
+        &packet(peer(40000), local(81), 1000, 0, TcpFlags::SYN, &[]),
+        at(1),
+    );
+    assert_eq!(
+        sent(&mut ep, at(1))[0].0.flags,
+        TcpFlags::RST | TcpFlags::ACK
+    );
+    assert_eq!(ep.last_sequenced_sent(), None, "a RST");
+    let syn_ack = syn(&mut ep, 40001, 100, at(2)).expect("SYN-ACK");
+    assert_eq!(ep.last_sequenced_sent(), Some(at(2)), "a SYN-ACK");
+    final_ack(&mut ep, 40001, 100, &syn_ack, at(3));
+    let handle = ep.accept(local(PORT)).expect("established");
+    let ack = syn_ack.seq.0.wrapping_add(1);
+    ep.handle_packet(
+        &packet(peer(40001), local(PORT), 101, ack, TcpFlags::ACK, b"hi"),
+        at(4),
+    );
+    let out = sent(&mut ep, at(4));
+    assert!(
+        !out.is_empty(),
+        "the data is acknowledged at once (quick ACKs)"
+    );
+    assert!(
+        out.iter()
+            .all(|(h, len)| h.flags == TcpFlags::ACK && *len == 0),
+        "{out:?}"
+    );
+    assert_eq!(ep.last_sequenced_sent(), Some(at(2)), "pure ACKs");
+    ep.connection_mut(handle).unwrap().send(b"ok").unwrap();
+    assert_eq!(sent(&mut ep, at(5))[0].1, 2);
+    assert_eq!(ep.last_sequenced_sent(), Some(at(5)), "data");
+}

@@ -178,6 +178,8 @@ pub struct Endpoint {
     cookies: CookieJar,
     /// When the last SYN cookie went out: ACKs are checked for cookies only for a while after.
     last_cookie: Option<Instant>,
+    /// When the last segment occupying sequence space (data, SYN or FIN) went out.
+    last_sequenced_sent: Option<Instant>,
     rng: SmallRng,
     now: Instant,
     next_handle: u64,
@@ -219,6 +221,7 @@ impl Endpoint {
             isn,
             cookies,
             last_cookie: None,
+            last_sequenced_sent: None,
             rng,
             now,
             next_handle: 0,
@@ -533,6 +536,13 @@ impl Endpoint {
         false
     }
 
+    /// When the endpoint last sent a segment that occupies sequence space (RFC 9293 §3.4: data,
+    /// SYN or FIN), which the peer will acknowledge or answer; pure ACKs and RSTs do not count.
+    /// The runtime busy-polls for a while after it.
+    pub fn last_sequenced_sent(&self) -> Option<Instant> {
+        self.last_sequenced_sent
+    }
+
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         self.sync_touched();
         self.events.pop_front()
@@ -825,6 +835,9 @@ impl Endpoint {
         let identification = self.ip_identification;
         self.ip_identification = self.ip_identification.wrapping_add(1);
         wire::emit_ipv4_tcp(src, dst, header, payload, identification, out);
+        if crate::tcp::segment_len(header, payload.len()) > 0 {
+            self.last_sequenced_sent = Some(self.now);
+        }
         let packet = &out[headroom..];
         trace::segment_out(packet);
         self.stats.packets_out += 1;

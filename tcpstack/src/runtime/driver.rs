@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 use super::{is_finished, now, Shared, State};
-use crate::wire::{TcpFlags, ETHERNET_HEADER_LEN, ETHERTYPE_IPV4};
+use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4};
 
 /// Passes through the loop before the driver yields to other tasks even if work remains.
 const BUDGET: usize = 32;
@@ -29,10 +29,10 @@ pub(super) struct Driver {
     /// On a current-thread runtime the tasks the driver wakes can only run once it yields, so it
     /// yields after every pass that woke one instead of looping on while frames keep coming.
     yield_to_woken: bool,
-    /// How long after sending a segment the peer will answer the driver keeps polling instead
-    /// of sleeping ([`StackBuilder::busy_poll`](super::StackBuilder::busy_poll)).
+    /// How long after sending a segment the peer will answer (the endpoint's
+    /// `last_sequenced_sent`) the driver keeps polling instead of sleeping
+    /// ([`StackBuilder::busy_poll`](super::StackBuilder::busy_poll)).
     busy_poll: Duration,
-    last_answerable_sent: Option<Instant>,
 }
 
 impl Driver {
@@ -53,20 +53,17 @@ impl Driver {
             finished: false,
             yield_to_woken: flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
             busy_poll,
-            last_answerable_sent: None,
         }
     }
 
     /// Everything the endpoint wants to send, flushed once per [`TX_BATCH`] frames and at the
-    /// end. True when a frame the peer will answer went out.
-    fn transmit(&mut self, state: &mut State, now: Instant) -> bool {
+    /// end.
+    fn transmit(&mut self, state: &mut State, now: Instant) {
         let mut unflushed = 0usize;
-        let mut answerable = false;
         while state
             .endpoint
             .poll_transmit_after(now, &mut self.frame, ETHERNET_HEADER_LEN)
         {
-            answerable = answerable || expects_answer(&self.frame);
             match state.backend.send(&self.frame) {
                 Ok(()) => {
                     if let Some(capture) = &mut state.capture {
@@ -88,7 +85,6 @@ impl Driver {
         if unflushed > 0 {
             flush(state);
         }
-        answerable
     }
 
     /// Aborts what is still open, sends the RSTs and tells every waiting task.
@@ -136,24 +132,6 @@ fn flush(state: &mut State) {
         state.stats.send_errors += 1;
         tracing::warn!(%error, "backend flush failed");
     }
-}
-
-/// Whether a frame the driver built carries something the peer acknowledges or answers: data,
-/// SYN or FIN (a pure ACK or a RST is answered by nothing).
-fn expects_answer(frame: &[u8]) -> bool {
-    let Some(ip) = frame.get(ETHERNET_HEADER_LEN..) else {
-        return false;
-    };
-    let Some(&[version_ihl, _, total_hi, total_lo]) = ip.first_chunk::<4>() else {
-        return false;
-    };
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([total_hi, total_lo]));
-    let Some(&[offset, flags]) = ip.get(ihl + 12..).and_then(|tcp| tcp.first_chunk::<2>()) else {
-        return false;
-    };
-    let header_len = ihl + usize::from(offset >> 4) * 4;
-    total > header_len || TcpFlags(flags).intersects(TcpFlags::SYN | TcpFlags::FIN)
 }
 
 /// The IPv4 packet inside an Ethernet frame, if it is one.
@@ -227,9 +205,7 @@ impl Future for Driver {
             expire_lingering(state, now);
             state.sweep_released(now);
 
-            if this.transmit(state, now) {
-                this.last_answerable_sent = Some(now);
-            }
+            this.transmit(state, now);
             while let Some(event) = state.endpoint.poll_event() {
                 state.dispatch(event, &mut this.wakers);
             }
@@ -248,6 +224,7 @@ impl Future for Driver {
             .into_iter()
             .flatten()
             .min();
+            let last_sequenced_sent = state.endpoint.last_sequenced_sent();
             drop(guard);
             let woke = this.wake_collected();
 
@@ -272,8 +249,7 @@ impl Future for Driver {
             // readiness wakes the task (a wakeup that adds to the round trip), ask to be polled
             // again as soon as the runtime has run whatever else is ready. Pure ACKs expect
             // nothing back: a bulk receiver sleeps between bursts as before.
-            if this
-                .last_answerable_sent
+            if last_sequenced_sent
                 .is_some_and(|sent| now.saturating_duration_since(sent) < this.busy_poll)
             {
                 cx.waker().wake_by_ref();
@@ -333,48 +309,4 @@ fn expire_lingering(state: &mut State, now: Instant) {
         }
         true
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::{self, TcpHeader};
-    use std::net::Ipv4Addr;
-
-    fn frame(flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
-        let header = TcpHeader {
-            flags,
-            options: wire::TcpOptions {
-                timestamps: Some(wire::Timestamps { tsval: 1, tsecr: 2 }),
-                ..Default::default()
-            },
-            ..TcpHeader::default()
-        };
-        let mut out = Vec::new();
-        wire::emit_ethernet_ipv4_tcp(
-            [0; 6],
-            [0; 6],
-            Ipv4Addr::new(198, 18, 0, 1),
-            Ipv4Addr::new(198, 18, 0, 2),
-            &header,
-            payload,
-            0,
-            &mut out,
-        );
-        out
-    }
-
-    #[test]
-    fn data_syn_and_fin_expect_an_answer_acks_and_resets_do_not() {
-        assert!(expects_answer(&frame(TcpFlags::ACK, b"x")));
-        assert!(expects_answer(&frame(TcpFlags::SYN, b"")));
-        assert!(expects_answer(&frame(TcpFlags::SYN | TcpFlags::ACK, b"")));
-        assert!(expects_answer(&frame(TcpFlags::FIN | TcpFlags::ACK, b"")));
-        assert!(!expects_answer(&frame(TcpFlags::ACK, b"")));
-        assert!(!expects_answer(&frame(TcpFlags::RST | TcpFlags::ACK, b"")));
-        let ack = frame(TcpFlags::ACK, b"");
-        for cut in 0..ack.len() {
-            assert!(!expects_answer(&ack[..cut]), "cut to {cut}");
-        }
-    }
 }

@@ -87,9 +87,8 @@ pub fn program(reserved: &Reservations) -> Vec<Instruction> {
 }
 
 /// ICMP type 3 (destination unreachable, RFC 792) quoting a TCP segment, to one of the
-/// reserved addresses; anything
-/// else that is not TCP is dropped. At most 60 addresses get ICMP (the jump over this block is
-/// 8 bits), far more than one stack serves.
+/// reserved addresses; anything else that is not TCP is dropped. At most 60 addresses get ICMP
+/// (the jump over this block is 8 bits), far more than one stack serves.
 fn icmp_block(reserved: &Reservations) -> Vec<Instruction> {
     let mut addresses: Vec<Ipv4Addr> = reserved
         .listeners
